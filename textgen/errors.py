@@ -1,0 +1,83 @@
+"""Typed errors of the core; the API maps each class to one HTTP status in one table.
+
+    TextGenError
+     ├── InvalidRequest          bad parameter values (400)
+     │    └── ContextLengthExceeded
+     ├── AuthenticationFailed    missing or wrong bearer token (401)
+     ├── ModelNotFound           no such model in the catalog (404)
+     ├── ModelUnavailable        known model that cannot run here (its weights are absent) (404)
+     ├── RateLimited             per-model request limit reached (429)
+     ├── EngineOverloaded        too many requests in flight on one engine (503)
+     ├── ModelNotReady           the model is loading or not loaded (503)
+     ├── BackendUnavailable      a remote backend is down or answered garbage (502/503)
+     │    └── BackendTimeout     a remote backend did not answer in time (504)
+     └── GenerationFailed        the engine failed while generating (500)
+"""
+
+from __future__ import annotations
+
+
+class TextGenError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(TextGenError):
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(TextGenError):
+    code = "invalid_api_key"
+
+
+class ModelNotFound(TextGenError):
+    code = "model_not_found"
+
+
+class ModelUnavailable(TextGenError):
+    code = "model_unavailable"
+
+
+class RateLimited(TextGenError):
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, limit: int, reset_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.reset_after = reset_after
+
+
+class EngineOverloaded(TextGenError):
+    code = "engine_overloaded"
+    retry_after = 1.0
+
+
+class ModelNotReady(TextGenError):
+    code = "model_not_ready"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(TextGenError):
+    code = "backend_unavailable"
+
+
+class BackendTimeout(BackendUnavailable):
+    code = "backend_timeout"
+
+
+class GenerationFailed(TextGenError):
+    code = "generation_failed"

@@ -1,0 +1,207 @@
+"""The model registry: which models exist, which are loaded, and their engines' lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import embedded
+from .catalog import CATALOG, ModelSpec
+from .engines import Engine
+from .errors import ModelNotFound, ModelNotReady, ModelUnavailable, TextGenError
+
+log = logging.getLogger(__name__)
+
+Status = Literal["loaded", "loading", "not_loaded", "unavailable", "error"]
+EngineStarter = Callable[[str, Path], Awaitable[Engine]]
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    spec: ModelSpec
+    status: Status = "not_loaded"
+    reason: str | None = None
+    engine: Engine | None = None
+    loaded_at: float | None = None
+    last_used: float = 0.0
+    gpu_memory_gb: float | None = None
+    # Set while a load is running, so concurrent requests for the model wait on it.
+    loading: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What /v1/models/{id} and the UI show of one model."""
+
+    id: str
+    status: Status
+    reason: str | None
+    loaded_at: float | None
+    gpu_memory_usage: float | None
+    instruct: bool
+    size_class: str
+    rate_limit: int
+    backend: str
+    owned_by: str
+    created: int
+
+
+class ModelRegistry:
+    """Catalog entries with their status; loads in-process engines on demand (LRU-bounded)."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        local_paths: dict[str, Path],
+        start_engine: EngineStarter,
+        max_loaded: int,
+        gpu_memory_used_gb: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self._cache_dir = cache_dir
+        self._local_paths = local_paths
+        self._start_engine = start_engine
+        self._max_loaded = max_loaded
+        self._gpu_used = gpu_memory_used_gb
+        self.entries: dict[str, ModelEntry] = {}
+        for spec in CATALOG:
+            self.add(spec)
+        for model_id in local_paths:
+            if model_id not in self.entries:
+                self.add(ModelSpec(model_id, 7.0, instruct=True, owned_by="local"))
+        self._lock = asyncio.Lock()
+
+    def add(self, spec: ModelSpec, *, engine: Engine | None = None) -> ModelEntry:
+        """Register a model (remote backends add theirs); keeps an existing loaded entry."""
+        entry = self.entries.get(spec.id)
+        if entry is None:
+            entry = self.entries[spec.id] = ModelEntry(spec)
+        if engine is not None:
+            entry.engine, entry.status, entry.reason = engine, "loaded", None
+            entry.loaded_at = entry.loaded_at or time.time()
+        elif entry.engine is None:
+            entry.status, entry.reason = self._resting_status(spec.id)
+        return entry
+
+    def _resting_status(self, model_id: str) -> tuple[Status, str | None]:
+        if self._weights_folder(model_id) is not None or embedded.can_prepare(model_id):
+            return "not_loaded", None
+        return "unavailable", "weights are not on this machine and no remote backend serves it"
+
+    def _weights_folder(self, model_id: str) -> Path | None:
+        path = self._local_paths.get(model_id)
+        if path is not None:
+            return path if path.exists() else None
+        return embedded.prepared_folder(model_id, self._cache_dir)
+
+    def entry(self, model_id: str) -> ModelEntry:
+        entry = self.entries.get(model_id)
+        if entry is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+        return entry
+
+    def info(self, model_id: str) -> ModelInfo:
+        e = self.entry(model_id)
+        return ModelInfo(
+            id=e.spec.id, status=e.status, reason=e.reason, loaded_at=e.loaded_at,
+            gpu_memory_usage=e.gpu_memory_gb, instruct=e.spec.instruct,
+            size_class=e.spec.size_class, rate_limit=e.spec.default_rate_limit,
+            backend=e.engine.kind if e.engine is not None else "vllm",
+            owned_by=e.spec.owned_by, created=e.spec.created,
+        )
+
+    def loaded(self) -> list[ModelEntry]:
+        return [e for e in self.entries.values() if e.status == "loaded"]
+
+    def engine_for(self, model_id: str) -> Engine:
+        """The engine serving a model, or the error that says why there is none."""
+        e = self.entry(model_id)
+        if e.engine is not None and e.status == "loaded":
+            e.last_used = time.monotonic()
+            return e.engine
+        if e.status == "unavailable":
+            raise ModelUnavailable(
+                f"The model '{model_id}' cannot run here: {e.reason}.", param="model"
+            )
+        if e.status == "loading":
+            raise ModelNotReady(f"The model '{model_id}' is loading; retry shortly.")
+        if e.status == "error":
+            raise ModelNotReady(f"The model '{model_id}' failed to load: {e.reason}.")
+        raise ModelNotReady(
+            f"The model '{model_id}' is not loaded; load it first "
+            f"(POST /v1/models/{model_id}/load).",
+            retry_after=30.0,
+        )
+
+    async def load(self, model_id: str) -> ModelInfo:
+        """Load a model in-process (waits for a load already running); unloads the LRU past the limit."""
+        e = self.entry(model_id)
+        if e.status == "loaded":
+            return self.info(model_id)
+        if e.status == "unavailable":
+            raise ModelUnavailable(f"The model '{model_id}' cannot run here: {e.reason}.", param="model")
+        if e.loading is None:
+            e.loading = asyncio.create_task(self._load(e), name=f"load {model_id}")
+        task = e.loading
+        await asyncio.shield(task)
+        return self.info(model_id)
+
+    async def _load(self, e: ModelEntry) -> None:
+        model_id = e.spec.id
+        async with self._lock:
+            e.status, e.reason = "loading", None
+            try:
+                await self._make_room()
+                folder = self._local_paths.get(model_id)
+                if folder is None:
+                    folder = await asyncio.to_thread(embedded.prepare, model_id, self._cache_dir)
+                before = self._gpu_used()
+                engine = await self._start_engine(model_id, folder)
+                after = self._gpu_used()
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, TextGenError) else type(exc).__name__
+                log.exception("loading %s failed", model_id)
+                e.status, e.reason = "error", reason
+                raise
+            finally:
+                e.loading = None
+            e.engine, e.status, e.loaded_at = engine, "loaded", time.time()
+            e.last_used = time.monotonic()
+            e.gpu_memory_gb = None if after is None else round(max(after - (before or 0), 0), 3)
+            log.info("model %s loaded", model_id)
+
+    async def _make_room(self) -> None:
+        local = [e for e in self.loaded() if e.engine is not None and e.engine.kind == "vllm"]
+        while len(local) >= self._max_loaded > 0:
+            victim = min(local, key=lambda x: x.last_used)
+            log.info("unloading %s (least recently used) to stay within %d models",
+                     victim.spec.id, self._max_loaded)
+            await self._unload(victim)
+            local.remove(victim)
+
+    async def unload(self, model_id: str) -> ModelInfo:
+        e = self.entry(model_id)
+        if e.loading is not None:
+            raise ModelNotReady(f"The model '{model_id}' is loading; unload it when it is loaded.")
+        async with self._lock:
+            await self._unload(e)
+        return self.info(model_id)
+
+    async def _unload(self, e: ModelEntry) -> None:
+        if e.engine is None or e.engine.kind != "vllm":
+            return
+        engine, e.engine = e.engine, None
+        e.status, e.reason = self._resting_status(e.spec.id)
+        e.loaded_at, e.gpu_memory_gb = None, None
+        await engine.close()
+
+    async def close(self) -> None:
+        for e in self.entries.values():
+            if e.engine is not None:
+                await e.engine.close()
+                e.engine = None

@@ -1,0 +1,103 @@
+"""The one settings object: the seed's environment variables plus the lab's own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SEED_VLLM_ENDPOINT = "http://vllm:8000/v1/completions"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, named exactly as its environment variable."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    # --- the seed's variables -------------------------------------------------------------
+    API_TOKEN: SecretStr | None = Field(None, description="Bearer token accepted by the API.")
+    TEXT_GEN_API_TOKEN: SecretStr | None = Field(
+        None, description="Second accepted bearer token, specific to the text-generation service."
+    )
+    VLLM_ENDPOINT: str = Field(
+        SEED_VLLM_ENDPOINT,
+        description="Remote OpenAI-compatible vLLM server (completions URL or base URL). "
+        "Empty disables the remote backend.",
+    )
+    REDIS_URL: str | None = Field(
+        None, description="Redis for the response cache and rate limits; unset = in-process."
+    )
+    REDIS_PASSWORD: SecretStr | None = Field(None, description="Password for REDIS_URL.")
+    API_PORT: int = Field(8000, description="Port of the HTTP API (and the UI under /ui).")
+    METRICS_PORT: int = Field(8001, description="Port of the Prometheus metrics endpoint; 0 = off.")
+    METRICS_HOST: str = Field("0.0.0.0", description="Interface the metrics endpoint binds to.")
+
+    # --- serving ---------------------------------------------------------------------------
+    API_HOST: str = Field("127.0.0.1", description="Interface the API binds to.")
+    MODEL: str = Field(DEFAULT_MODEL, description="Model loaded in-process at start ('' = none).")
+    MODEL_CACHE_DIR: Path = Field(
+        Path.home() / ".cache" / "textgen" / "models",
+        description="Where embedded models are converted to Hugging Face folders.",
+    )
+    MODEL_PATHS: dict[str, Path] = Field(
+        default_factory=dict,
+        description="JSON object: model id -> local Hugging Face folder with its weights.",
+    )
+
+    # --- the in-process vLLM engine (the seed's `vllm serve` flags) --------------------------
+    DTYPE: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
+    MAX_MODEL_LEN: int | None = Field(2048, description="Context length; None = model's own.")
+    TENSOR_PARALLEL_SIZE: int = Field(1, description="GPUs one model is split over.")
+    GPU_MEMORY_UTILIZATION: float = Field(0.90, description="Share of GPU memory vLLM may use.")
+    MAX_NUM_BATCHED_TOKENS: int | None = Field(8192, description="Tokens per engine step.")
+    ENFORCE_EAGER: bool | None = Field(
+        None, description="Disable graph compilation; None = eager on CPU, compiled on GPU."
+    )
+    VLLM_CPU_KVCACHE_SPACE: int = Field(1, description="GB of KV cache for vLLM on a CPU.")
+    MAX_LOADED_MODELS: int = Field(
+        1, description="In-process models kept loaded; loading one more unloads the LRU."
+    )
+    LOAD_WAIT_SECONDS: float = Field(
+        120.0, description="How long a request waits for its model to finish loading."
+    )
+    MAX_CONCURRENT_REQUESTS: int = Field(
+        64, description="Requests one engine holds at once; past it the API answers 503."
+    )
+
+    # --- cache and limits ------------------------------------------------------------------
+    CACHE_TTL_SECONDS: int = Field(3600, description="Lifetime of a cached response.")
+    CACHE_MAX_ENTRIES: int = Field(1024, description="Size of the in-process LRU (no Redis).")
+    REDIS_TIMEOUT_SECONDS: float = Field(0.25, description="Socket timeout for Redis calls.")
+    RATE_LIMITS: dict[str, int] = Field(
+        default_factory=dict,
+        description="JSON object: model id -> requests per minute (0 = unlimited).",
+    )
+
+    # --- observability ---------------------------------------------------------------------
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = Field(
+        None, description="OTLP/HTTP endpoint for traces; unset = tracing off."
+    )
+    TELEMETRY_INTERVAL_SECONDS: float = Field(2.0, description="GPU/system sampling period.")
+    TELEMETRY_HISTORY: int = Field(900, description="Samples kept in the telemetry ring.")
+    LOG_LEVEL: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("MODEL_PATHS", "RATE_LIMITS", mode="before")
+    @classmethod
+    def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("VLLM_ENDPOINT", mode="before")
+    @classmethod
+    def _blank_endpoint(cls, value: Any) -> Any:
+        return (value or "").strip()
+
+    def api_tokens(self) -> list[str]:
+        """The bearer tokens that are accepted; empty means the lab is open."""
+        tokens = (self.API_TOKEN, self.TEXT_GEN_API_TOKEN)
+        return [t.get_secret_value() for t in tokens if t is not None and t.get_secret_value()]
