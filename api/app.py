@@ -1,0 +1,77 @@
+"""`create_app`: the FastAPI app whose lifespan owns TextGen, with the Gradio UI at /ui."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from textgen import Settings, TextGen
+
+from . import errors
+from .routes import completions, health, models
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, ui: bool = True) -> FastAPI:
+    """Build the API (and the UI when gradio is installed) around one TextGen."""
+    settings = settings or Settings()
+    textgen = TextGen(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not app.state.api_tokens:
+            log.warning("no API_TOKEN or TEXT_GEN_API_TOKEN set: the API and UI are open to "
+                        "anyone who can reach this port")
+        # The default model loads in the background: the UI and /health answer meanwhile,
+        # and requests for the model wait for it (LOAD_WAIT_SECONDS).
+        await textgen.start(wait=False)
+        try:
+            yield
+        finally:
+            await textgen.close()
+
+    app = FastAPI(title="textgen lab", version="0.1.0", lifespan=lifespan)
+    app.state.textgen = textgen
+    app.state.settings = settings
+    app.state.api_tokens = settings.api_tokens()
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(completions.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/" if app.state.ui_mounted else "/docs")
+
+    app.state.ui_mounted = ui and _mount_ui(app, textgen)
+    return app
+
+
+def _mount_ui(app: FastAPI, textgen: TextGen) -> bool:
+    try:
+        import gradio as gr
+
+        from ui import build_ui
+    except ImportError as exc:  # the headless image installs no gradio
+        log.info("UI not mounted (%s)", exc)
+        return False
+    auth = None
+    tokens = app.state.api_tokens
+    if tokens:
+        # The UI takes the same tokens as the API: any user name, the token as password.
+        def auth(_user: str, password: str) -> bool:
+            from .deps import check_token
+
+            try:
+                check_token(f"Bearer {password}", tokens)
+            except Exception:
+                return False
+            return True
+
+    gr.mount_gradio_app(app, build_ui(textgen), path="/ui", auth=auth)
+    return True

@@ -1,0 +1,81 @@
+"""The `textgen` command: `textgen serve` starts the lab, `textgen models` lists the catalog.
+
+`serve` takes one flag per Settings field (`--api-port`, `--model`, `--redis-url`, ...), so
+the command line and the environment always name the same things.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from textgen import Settings, TextGen
+
+
+def _flag(name: str) -> str:
+    return "--" + name.lower().replace("_", "-")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        aliases = {"API_HOST": ["--host"], "API_PORT": ["--port"]}.get(name, [])
+        parser.add_argument(_flag(name), *aliases, dest=name, default=None,
+                            help=f"{field.description} (env {name})")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given: dict[str, Any] = {
+        name: getattr(args, name) for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    # Flags win over the environment; pydantic-settings reads the rest from os.environ.
+    return Settings(**given)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.API_HOST, port=settings.API_PORT,
+                log_level=settings.LOG_LEVEL.lower(), access_log=False)
+
+
+def list_models(settings: Settings) -> None:
+    textgen = TextGen(settings)
+    rows = [(m.id, m.status, m.size_class, "instruct" if m.instruct else "base",
+             str(m.rate_limit), m.reason or "") for m in textgen.list_models()]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[5])
+
+
+def prepare(settings: Settings, model: str) -> None:
+    from textgen import embedded
+
+    print(embedded.prepare(model, settings.MODEL_CACHE_DIR))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="textgen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_settings_flags(sub.add_parser("serve", help="run the API and the UI"))
+    _add_settings_flags(sub.add_parser("models", help="list the models and their status"))
+    prep = sub.add_parser("prepare", help="convert an embedded model once, ahead of time")
+    _add_settings_flags(prep)
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(level=settings.LOG_LEVEL.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "models":
+        list_models(settings)
+    else:
+        prepare(settings, settings.MODEL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Typed dependencies: the TextGen the lifespan owns, and bearer-token auth."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from textgen import AuthenticationFailed, TextGen
+
+
+def get_textgen(request: Request) -> TextGen:
+    return request.app.state.textgen  # type: ignore[no-any-return]
+
+
+TextGenDep = Annotated[TextGen, Depends(get_textgen)]
+
+
+def check_token(authorization: str | None, tokens: list[str]) -> None:
+    """Accept `Bearer <token>` matching any configured token, compared in constant time."""
+    if not tokens:
+        return  # no token configured: an open local lab (a warning is logged at start)
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise AuthenticationFailed(
+            "Missing bearer token: send 'Authorization: Bearer <token>'."
+        )
+    # Compare against every token (no early exit) so timing says nothing about which matched.
+    ok = False
+    for token in tokens:
+        ok |= secrets.compare_digest(given.strip().encode(), token.encode())
+    if not ok:
+        raise AuthenticationFailed("Incorrect API key provided.")
+
+
+def require_token(request: Request) -> None:
+    check_token(request.headers.get("authorization"), request.app.state.api_tokens)
+
+
+Authorized = Depends(require_token)

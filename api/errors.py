@@ -1,0 +1,111 @@
+"""Every error leaves the API in OpenAI's envelope; each error class maps to one status here."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from textgen import errors as e
+
+log = logging.getLogger(__name__)
+
+# (status, OpenAI error type) for each core error; the most specific class wins.
+STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
+    e.ContextLengthExceeded: (400, "invalid_request_error"),
+    e.InvalidRequest: (400, "invalid_request_error"),
+    e.AuthenticationFailed: (401, "authentication_error"),
+    e.ModelNotFound: (404, "invalid_request_error"),
+    e.ModelUnavailable: (404, "invalid_request_error"),
+    e.RateLimited: (429, "rate_limit_error"),
+    e.EngineOverloaded: (503, "service_unavailable_error"),
+    e.ModelNotReady: (503, "service_unavailable_error"),
+    e.BackendTimeout: (504, "backend_timeout_error"),
+    e.BackendUnavailable: (502, "backend_error"),
+    e.GenerationFailed: (500, "server_error"),
+}
+
+
+def status_of(exc: e.TextGenError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500, "server_error"
+
+
+def envelope(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def error_body(exc: e.TextGenError) -> bytes:
+    _, type_ = status_of(exc)
+    return envelope(exc.message, type_, exc.param, exc.code)
+
+
+def error_headers(exc: e.TextGenError) -> dict[str, str]:
+    retry_after = getattr(exc, "retry_after", None)
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if isinstance(exc, e.RateLimited):
+        headers.update(
+            {
+                "x-ratelimit-limit-requests": str(exc.limit),
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": f"{exc.reset_after:.3f}s",
+            }
+        )
+    if isinstance(exc, e.AuthenticationFailed):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
+def error_response(exc: e.TextGenError) -> Response:
+    status, _ = status_of(exc)
+    return Response(
+        error_body(exc), status_code=status, headers=error_headers(exc), media_type="application/json"
+    )
+
+
+def validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
+    """The first problem of a validation error, as a sentence and the parameter it names."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    msg = first.get("msg", "Invalid request.")
+    return (f"Invalid value for '{param}': {msg}" if param else msg), param
+
+
+def install(app: FastAPI) -> None:
+    """Route every error through the envelope: typed core errors, validation, HTTP errors."""
+
+    @app.exception_handler(e.TextGenError)
+    async def _core(_: Request, exc: e.TextGenError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        message, param = validation_message(exc)
+        return Response(envelope(message, "invalid_request_error", param, "invalid_value"),
+                        status_code=400, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return Response(envelope(str(exc.detail), type_, None, code), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None), media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        # Never leak internals (or secrets in them) to the client.
+        log.exception("unhandled error")
+        return Response(envelope("The server had an error while processing your request.",
+                                 "server_error", None, "internal_error"),
+                        status_code=500, media_type="application/json")

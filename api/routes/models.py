@@ -1,0 +1,42 @@
+"""GET /v1/models, GET /v1/models/{model_id}, POST /v1/models/{model_id}/load|unload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from textgen import ModelInfo
+
+from ..deps import Authorized, TextGenDep
+from ..protocol import ModelCard, ModelList, ModelStatus
+
+router = APIRouter(dependencies=[Authorized], tags=["models"])
+
+
+def _status(info: ModelInfo) -> ModelStatus:
+    return ModelStatus(
+        model=info.id, status=info.status, gpu_memory_usage=info.gpu_memory_usage,
+        loaded_at=info.loaded_at, reason=info.reason, instruct=info.instruct,
+        size_class=info.size_class, rate_limit_per_minute=info.rate_limit, backend=info.backend,
+    )
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List the models")
+async def list_models(textgen: TextGenDep) -> ModelList:
+    return ModelList(
+        data=[ModelCard(id=m.id, created=m.created, owned_by=m.owned_by) for m in textgen.list_models()]
+    )
+
+
+@router.post("/v1/models/{model_id:path}/load", response_model=ModelStatus, summary="Load a model")
+async def load_model(model_id: str, textgen: TextGenDep) -> ModelStatus:
+    return _status(await textgen.load(model_id))
+
+
+@router.post("/v1/models/{model_id:path}/unload", response_model=ModelStatus, summary="Unload a model")
+async def unload_model(model_id: str, textgen: TextGenDep) -> ModelStatus:
+    return _status(await textgen.unload(model_id))
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelStatus, summary="One model's status")
+async def get_model(model_id: str, textgen: TextGenDep) -> ModelStatus:
+    return _status(textgen.model_info(model_id))
