@@ -1,0 +1,255 @@
+"""k8s/: Kubernetes' own schemas (kubernetes-validate, offline), and consistency with the code.
+
+No cluster runs here: every document is validated strictly against the JSON schemas that
+kubernetes-validate ships, with the network blocked, then cross-checked (names, ports, probes,
+env vars, selectors) against each other and against textgen's Settings and the API's routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+from packaging.requirements import Requirement
+
+from .support import (
+    FOREIGN_ENV,
+    K8S,
+    SEED_VLLM_FLAGS,
+    VLLM_IMAGE,
+    build_settings,
+    find,
+    flag_values,
+    load_yaml_docs,
+    settings_default,
+    settings_fields,
+    unknown_env,
+)
+
+K8S_VERSIONS = [kubernetes_validate.latest_version(), "1.30.0"]
+FILES = sorted(p.name for p in K8S.glob("*.yaml"))
+Docs = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation must not fetch anything: there is no internet where this runs."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("kubernetes-validate tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_the_seeds_files_exist() -> None:
+    assert {"text-generation-deployment.yaml", "text-generation-service.yaml"} <= set(FILES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_multi_doc_yaml(name: str) -> None:
+    docs = load_yaml_docs(K8S / name)
+    assert docs
+    for doc in docs:
+        assert {"apiVersion", "kind", "metadata"} <= set(doc), f"{name}: not a k8s object"
+        assert doc["metadata"]["name"]
+        assert "namespace" not in doc["metadata"], "kubectl apply -n chooses the namespace"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("name", FILES)
+def test_schema_strict(name: str, version: str, no_network: None) -> None:
+    for doc in load_yaml_docs(K8S / name):
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_schema_validation_catches_mistakes(k8s_docs: Docs, no_network: None) -> None:
+    deployment = copy.deepcopy(find(k8s_docs, "Deployment", "text-generation"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    deployment = copy.deepcopy(find(k8s_docs, "Deployment", "text-generation"))
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+def test_kinds_present(k8s_docs: Docs) -> None:
+    by_file = {(f, d["kind"], d["metadata"]["name"]) for f, d in k8s_docs}
+    assert ("text-generation-deployment.yaml", "Deployment", "text-generation") in by_file
+    assert ("text-generation-service.yaml", "Service", "text-generation") in by_file
+    kinds = {(d["kind"], d["metadata"]["name"]) for _, d in k8s_docs}
+    assert {
+        ("Deployment", "redis"), ("Service", "redis"), ("Deployment", "vllm"), ("Service", "vllm"),
+        ("Secret", "text-generation-secrets"), ("ConfigMap", "text-generation-config"),
+        ("HorizontalPodAutoscaler", "text-generation"),
+    } <= kinds
+
+
+def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]
+
+
+def _container(deployment: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    containers = _pod(deployment)["spec"]["containers"]
+    return next(c for c in containers if name is None or c["name"] == name)
+
+
+def _env_names(docs: Docs, container: dict[str, Any]) -> set[str]:
+    names = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            names |= set(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            names |= set(find(docs, "Secret", source["secretRef"]["name"])["stringData"])
+    return names
+
+
+def _api_env(docs: Docs) -> dict[str, str]:
+    """The API container's environment as the kubelet would build it."""
+    container = _container(find(docs, "Deployment", "text-generation"))
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = find(docs, "Secret", ref["name"])["stringData"][ref["key"]]
+    return env
+
+
+def test_api_env_vars_are_settings(k8s_docs: Docs) -> None:
+    container = _container(find(k8s_docs, "Deployment", "text-generation"))
+    names = _env_names(k8s_docs, container)
+    assert not unknown_env(names), f"not Settings fields: {sorted(unknown_env(names))}"
+    config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
+    assert set(config) <= settings_fields()
+    secret = find(k8s_docs, "Secret", "text-generation-secrets")["stringData"]
+    assert set(secret) == {"API_TOKEN", "TEXT_GEN_API_TOKEN", "REDIS_PASSWORD"}
+    assert not set(config) & set(secret), "a secret in the ConfigMap"
+    s = build_settings(_api_env(k8s_docs))  # every value parses as its field
+    assert s.API_HOST == "0.0.0.0" and s.MODEL == ""
+    assert len(s.api_tokens()) == 2
+
+
+def test_foreign_containers_env(k8s_docs: Docs) -> None:
+    for name in ("vllm", "redis"):
+        container = _container(find(k8s_docs, "Deployment", name))
+        assert _env_names(k8s_docs, container) <= FOREIGN_ENV[name], name
+
+
+def test_secret_and_config_refs_resolve(k8s_docs: Docs) -> None:
+    for _, doc in k8s_docs:
+        if doc["kind"] != "Deployment":
+            continue
+        for container in _pod(doc)["spec"]["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    secret = find(k8s_docs, "Secret", ref["name"])
+                    assert ref["key"] in secret["stringData"], f"{ref} in {doc['metadata']}"
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                kind = "ConfigMap" if "configMapRef" in source else "Secret"
+                find(k8s_docs, kind, ref["name"])
+
+
+def test_api_ports_probes_and_scrape_annotations(k8s_docs: Docs) -> None:
+    deployment = find(k8s_docs, "Deployment", "text-generation")
+    container = _container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": settings_default("API_PORT"), "metrics": settings_default("METRICS_PORT")}
+    config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
+    assert int(config.get("API_PORT", ports["http"])) == ports["http"]
+    assert int(config.get("METRICS_PORT", ports["metrics"])) == ports["metrics"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        http = container[probe]["httpGet"]
+        assert http["path"] == "/health" and ports[http["port"]] == 8000, probe
+    annotations = _pod(deployment)["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"] == 8001
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert container["image"].startswith("text-generator")
+    security = _pod(deployment)["spec"]["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] == 10001  # docker/Dockerfile's USER
+
+
+def test_probe_path_is_an_api_route() -> None:
+    """/health, which the probes call, is a GET route of the API, open without a token."""
+    from api.app import create_app
+    from textgen.settings import Settings
+
+    app = create_app(Settings(MODEL="", METRICS_PORT=0, VLLM_ENDPOINT=""), ui=False)
+    routes = {(r.path, m) for r in app.routes for m in getattr(r, "methods", None) or ()}
+    assert ("/health", "GET") in routes
+
+
+def test_services_select_their_pods(k8s_docs: Docs) -> None:
+    for _, doc in k8s_docs:
+        if doc["kind"] != "Service":
+            continue
+        selector = doc["spec"]["selector"]
+        targets = [
+            d for _, d in k8s_docs if d["kind"] == "Deployment"
+            and selector.items() <= _pod(d)["metadata"]["labels"].items()
+        ]
+        assert len(targets) == 1, f"Service {doc['metadata']['name']} selects {len(targets)}"
+        container_ports = {p["name"]: p["containerPort"] for p in _container(targets[0])["ports"]}
+        for port in doc["spec"]["ports"]:
+            assert port["targetPort"] in container_ports, port
+    service = find(k8s_docs, "Service", "text-generation")
+    assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001}
+
+
+def test_hpa_scales_the_api(k8s_docs: Docs) -> None:
+    hpa = find(k8s_docs, "HorizontalPodAutoscaler", "text-generation")
+    ref = hpa["spec"]["scaleTargetRef"]
+    deployment = find(k8s_docs, ref["kind"], ref["name"])
+    assert deployment["metadata"]["name"] == "text-generation"
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    resources = {m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"}
+    for name in resources:  # utilisation is relative to the requests
+        assert name in _container(deployment)["resources"]["requests"]
+
+
+def test_backends_resolve(k8s_docs: Docs) -> None:
+    config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
+    for url, service_name in ((config["VLLM_ENDPOINT"], "vllm"), (config["REDIS_URL"], "redis")):
+        parsed = urlparse(url)
+        assert parsed.hostname == service_name
+        service = find(k8s_docs, "Service", service_name)
+        assert parsed.port in {p["port"] for p in service["spec"]["ports"]}
+    assert config["VLLM_ENDPOINT"] == settings_default("VLLM_ENDPOINT")
+
+
+def test_redis_memory_policy(k8s_docs: Docs) -> None:
+    container = _container(find(k8s_docs, "Deployment", "redis"))
+    flags = flag_values(container["args"])
+    assert flags["--maxmemory"] == "2gb"
+    assert flags["--maxmemory-policy"] == "allkeys-lru"
+    assert flags["--requirepass"] == "$(REDIS_PASSWORD)"
+    assert "REDIS_PASSWORD" in {e["name"] for e in container["env"]}
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit[:-2]) > 2048, "room above maxmemory 2gb"
+
+
+def test_vllm_gpu_deployment(k8s_docs: Docs, pyproject: dict[str, Any]) -> None:
+    container = _container(find(k8s_docs, "Deployment", "vllm"))
+    image, _, tag = container["image"].partition(":")
+    assert image == VLLM_IMAGE
+    gpu_vllm = next(Requirement(r) for r in pyproject["project"]["optional-dependencies"]["gpu"]
+                    if Requirement(r).name == "vllm")
+    assert gpu_vllm.specifier.contains(tag.lstrip("v"))
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    flags = flag_values(container["args"])
+    assert flags["--model"] == "mistralai/Mistral-7B-v0.1"
+    for flag, value in SEED_VLLM_FLAGS.items():
+        assert flags.get(flag) == value, flag
+    assert {p["containerPort"] for p in container["ports"]} == {int(SEED_VLLM_FLAGS["--port"])}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # vLLM's own route
