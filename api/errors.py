@@ -27,6 +27,7 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.EngineOverloaded: (503, "service_unavailable_error"),
     e.ModelNotReady: (503, "service_unavailable_error"),
     e.BackendTimeout: (504, "backend_timeout_error"),
+    e.BackendDown: (503, "service_unavailable_error"),
     e.BackendUnavailable: (502, "backend_error"),
     e.GenerationFailed: (500, "server_error"),
 }

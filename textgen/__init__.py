@@ -3,6 +3,7 @@
 from .catalog import CATALOG, ModelSpec
 from .errors import (
     AuthenticationFailed,
+    BackendDown,
     BackendTimeout,
     BackendUnavailable,
     ContextLengthExceeded,
@@ -22,7 +23,7 @@ from .settings import DEFAULT_MODEL, Settings
 from .types import ChatMessage, Completion, Delta, GenerationRequest, SamplingOptions, Usage
 
 __all__ = [
-    "CATALOG", "DEFAULT_MODEL", "AuthenticationFailed", "BackendTimeout", "BackendUnavailable",
+    "CATALOG", "DEFAULT_MODEL", "AuthenticationFailed", "BackendDown", "BackendTimeout", "BackendUnavailable",
     "ChatMessage", "Completion", "ContextLengthExceeded", "Delta", "EngineOverloaded",
     "Generation", "GenerationFailed", "GenerationRequest", "InvalidRequest", "ModelInfo",
     "ModelNotFound", "ModelNotReady", "ModelSpec", "ModelUnavailable", "RateLimited",

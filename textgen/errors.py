@@ -9,7 +9,8 @@
      ├── RateLimited             per-model request limit reached (429)
      ├── EngineOverloaded        too many requests in flight on one engine (503)
      ├── ModelNotReady           the model is loading or not loaded (503)
-     ├── BackendUnavailable      a remote backend is down or answered garbage (502/503)
+     ├── BackendUnavailable      a remote backend answered garbage or failed (502)
+     │    ├── BackendDown        a remote backend cannot be reached (503)
      │    └── BackendTimeout     a remote backend did not answer in time (504)
      └── GenerationFailed        the engine failed while generating (500)
 """
@@ -73,6 +74,11 @@ class ModelNotReady(TextGenError):
 
 class BackendUnavailable(TextGenError):
     code = "backend_unavailable"
+
+
+class BackendDown(BackendUnavailable):
+    code = "backend_down"
+    retry_after = 2.0
 
 
 class BackendTimeout(BackendUnavailable):

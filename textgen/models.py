@@ -13,7 +13,14 @@ from typing import Literal
 from . import embedded
 from .catalog import CATALOG, ModelSpec
 from .engines import Engine
-from .errors import ModelNotFound, ModelNotReady, ModelUnavailable, TextGenError
+from .errors import (
+    BackendDown,
+    InvalidRequest,
+    ModelNotFound,
+    ModelNotReady,
+    ModelUnavailable,
+    TextGenError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,19 @@ class ModelRegistry:
             entry.status, entry.reason = self._resting_status(spec.id)
         return entry
 
+    def mark_down(self, model_id: str, engine: Engine, reason: str) -> None:
+        """A remote backend went down: its model shows `error` with the reason until it is back."""
+        e = self.entries.get(model_id)
+        if e is not None and e.engine is engine:
+            e.status, e.reason = "error", reason
+
+    def detach(self, model_id: str, engine: Engine) -> None:
+        """A remote backend no longer serves a model."""
+        e = self.entries.get(model_id)
+        if e is not None and e.engine is engine:
+            e.engine, e.loaded_at = None, None
+            e.status, e.reason = self._resting_status(model_id)
+
     def _resting_status(self, model_id: str) -> tuple[Status, str | None]:
         if self._weights_folder(model_id) is not None or embedded.can_prepare(model_id):
             return "not_loaded", None
@@ -124,6 +144,8 @@ class ModelRegistry:
         if e.engine is not None and e.status == "loaded":
             e.last_used = time.monotonic()
             return e.engine
+        if e.engine is not None:  # a remote backend that is down
+            raise BackendDown(f"The model '{model_id}' is unavailable: {e.reason}.")
         if e.status == "unavailable":
             raise ModelUnavailable(
                 f"The model '{model_id}' cannot run here: {e.reason}.", param="model"
@@ -143,6 +165,8 @@ class ModelRegistry:
         e = self.entry(model_id)
         if e.status == "loaded":
             return self.info(model_id)
+        if e.engine is not None:  # a remote backend that is down: nothing to load here
+            raise BackendDown(f"The model '{model_id}' is unavailable: {e.reason}.")
         if e.status == "unavailable":
             raise ModelUnavailable(f"The model '{model_id}' cannot run here: {e.reason}.", param="model")
         if e.loading is None:
@@ -188,6 +212,11 @@ class ModelRegistry:
         e = self.entry(model_id)
         if e.loading is not None:
             raise ModelNotReady(f"The model '{model_id}' is loading; unload it when it is loaded.")
+        if e.engine is not None and e.engine.kind != "vllm":
+            raise InvalidRequest(
+                f"The model '{model_id}' is served by a remote backend; it cannot be unloaded "
+                "here.", param="model",
+            )
         async with self._lock:
             await self._unload(e)
         return self.info(model_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from .backends import RemoteBackends
 from .cache import (
     CacheUnavailable,
     CircuitBreaker,
@@ -78,6 +79,8 @@ class TextGen:
         self.history: deque[RequestRecord] = deque(maxlen=s.TELEMETRY_HISTORY * 10)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
+        self.backends = RemoteBackends(s, self.models, self.metrics)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -104,6 +107,8 @@ class TextGen:
                             s.METRICS_PORT, exc.strerror)
         self.telemetry.sample()
         self.telemetry.start()
+        # In the background: an unreachable backend (the seed's default URL) never delays start.
+        self.backends.start()
         if s.MODEL:
             load = asyncio.create_task(self.models.load(s.MODEL), name="load default model")
             self._background.add(load)
@@ -120,6 +125,7 @@ class TextGen:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.backends.close()
         await self.models.close()
         await self.telemetry.stop()
         if self.redis is not None:
@@ -316,6 +322,7 @@ class TextGen:
             "rate_limiter": {"backend": self.limiter.backend, "status": self.limiter.health()},
             "models": {e.spec.id: e.status for e in self.models.entries.values()
                        if e.status in ("loaded", "loading", "error")},
+            **({"remote_backends": self.backends.health()} if self.backends.engines else {}),
         }
 
     async def probe_dependencies(self) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SEED_VLLM_ENDPOINT = "http://vllm:8000/v1/completions"
@@ -46,6 +46,25 @@ class Settings(BaseSettings):
     MODEL_PATHS: dict[str, Path] = Field(
         default_factory=dict,
         description="JSON object: model id -> local Hugging Face folder with its weights.",
+    )
+
+    # --- remote vLLM servers ----------------------------------------------------------------
+    VLLM_ENDPOINTS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More remote vLLM servers beside VLLM_ENDPOINT (e.g. one per model): a JSON "
+        "list or a comma-separated list of URLs.",
+    )
+    REMOTE_CONNECT_TIMEOUT_SECONDS: float = Field(
+        2.0, description="Time to open a connection to a remote vLLM server before it counts as down."
+    )
+    REMOTE_READ_TIMEOUT_SECONDS: float = Field(
+        60.0, description="Longest wait for the next piece of a remote server's answer (504 after)."
+    )
+    REMOTE_DISCOVERY_INTERVAL_SECONDS: float = Field(
+        30.0, description="How often remote servers are asked for their models (every 2 s while down)."
+    )
+    REMOTE_MAX_CONNECTIONS: int = Field(
+        256, description="Pooled keep-alive connections per remote server."
     )
 
     # --- the in-process vLLM engine (the seed's `vllm serve` flags) --------------------------
@@ -90,6 +109,16 @@ class Settings(BaseSettings):
     def _parse_json_object(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("VLLM_ENDPOINTS", mode="before")
+    @classmethod
+    def _parse_endpoint_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("VLLM_ENDPOINT", mode="before")
