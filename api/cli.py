@@ -7,6 +7,7 @@ the command line and the environment always name the same things.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
 
@@ -45,11 +46,23 @@ def serve(settings: Settings) -> None:
 
 def list_models(settings: Settings) -> None:
     textgen = TextGen(settings)
+    if textgen.backends.engines:
+        asyncio.run(_discover(textgen))  # remote models join the list, down backends say why
     rows = [(m.id, m.status, m.size_class, "instruct" if m.instruct else "base",
              str(m.rate_limit), m.reason or "") for m in textgen.list_models()]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[5])
+    for backend in textgen.backends.health()["backends"]:
+        error = f"  {backend['error']}" if backend["error"] else ""
+        print(f"remote backend {backend['url']}: {backend['status']}{error}")
+
+
+async def _discover(textgen: TextGen) -> None:
+    try:
+        await textgen.backends.discover()
+    finally:
+        await textgen.backends.close()
 
 
 def prepare(settings: Settings, model: str) -> None:

@@ -2,7 +2,7 @@
 
 `VllmServer.shared()` starts one real `vllm.entrypoints.openai.api_server` with the embedded
 SmolLM2 for the whole test run (at most one alive: it costs ~3 GB and ~30 s to start) and stops
-it at exit. `FakeUpstream` stands in only where a real vLLM cannot be made to fail on demand:
+it at exit; TEXTGEN_TEST_VLLM_URL names one already running instead (handy while iterating). `FakeUpstream` stands in only where a real vLLM cannot be made to fail on demand:
 down, slow, garbage, a stream cut short; it also counts connections and sees disconnects.
 """
 
@@ -45,17 +45,18 @@ class VllmServer:
     _shared: ClassVar[VllmServer | None] = None
     model = DEFAULT_MODEL
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(self, url: str, process: subprocess.Popen[bytes] | None = None,
+                 log: Path | None = None) -> None:
+        self.url = url.rstrip("/")
         self.process = process
-        self.port = port
         self.log = log
-        self.url = f"http://127.0.0.1:{port}"
 
     @classmethod
     def shared(cls) -> VllmServer:
         """The one server of this test run, started on first use."""
         if cls._shared is None:
-            cls._shared = cls.start()
+            given = os.environ.get("TEXTGEN_TEST_VLLM_URL")
+            cls._shared = cls(given) if given else cls.start()
             atexit.register(cls._shared.stop)
         return cls._shared
 
@@ -94,7 +95,7 @@ class VllmServer:
             process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        server = cls(process, port, log)
+        server = cls(f"http://127.0.0.1:{port}", process, log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -107,10 +108,12 @@ class VllmServer:
         raise RuntimeError(f"vLLM server not ready in {timeout:.0f} s:\n{server.tail()}")
 
     def tail(self, lines: int = 30) -> str:
+        if self.log is None:
+            return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             # Its own process group: the API server and the engine core it spawned.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
