@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import orjson
 from fastapi import FastAPI, Request
@@ -15,6 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from textgen import errors as e
 
 log = logging.getLogger(__name__)
+
+# pydantic names the member of a union that failed ("str", "list[int]"): not a parameter.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal)\[.*\]|function-.*)$")
 
 # (status, OpenAI error type) for each core error; the most specific class wins.
 STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
@@ -77,7 +81,8 @@ def error_response(exc: e.TextGenError) -> Response:
 def validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
     """The first problem of a validation error, as a sentence and the parameter it names."""
     first = exc.errors()[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    loc = [str(p) for p in first.get("loc", ())
+           if p not in ("body", "query", "path") and not _UNION_TAG.match(str(p))]
     param = ".".join(loc) or None
     msg = first.get("msg", "Invalid request.")
     return (f"Invalid value for '{param}': {msg}" if param else msg), param

@@ -196,12 +196,17 @@ class ModelList(BaseModel):
 
 
 class ModelStatus(BaseModel):
-    """The seed's body for GET /v1/models/{model_id}, plus what the lab knows of the model."""
+    """The seed's body for GET /v1/models/{model_id}, plus OpenAI's model card fields (so
+    `client.models.retrieve` works) and what the lab knows of the model."""
 
     model: str
     status: str
     gpu_memory_usage: float | None
     loaded_at: float | None
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
     reason: str | None = None
     instruct: bool
     size_class: str

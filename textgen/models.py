@@ -138,6 +138,14 @@ class ModelRegistry:
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self.entries.values() if e.status == "loaded"]
 
+    def check_servable(self, model_id: str) -> None:
+        """Raise at once for a model that does not exist or cannot run here."""
+        e = self.entry(model_id)
+        if e.status == "unavailable":
+            raise ModelUnavailable(
+                f"The model '{model_id}' cannot run here: {e.reason}.", param="model"
+            )
+
     def engine_for(self, model_id: str) -> Engine:
         """The engine serving a model, or the error that says why there is none."""
         e = self.entry(model_id)

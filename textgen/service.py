@@ -181,7 +181,7 @@ class TextGen:
         span = self.tracing.tracer.start_span("textgen.request", attributes={"model": label})
         timing = Timing(started=time.monotonic())
         try:
-            engine = await self._engine(model)
+            self.models.check_servable(model)
             key = cache_key(request)
             status: CacheStatus = "BYPASS"
             if request.read_cache:
@@ -190,21 +190,23 @@ class TextGen:
                 if cached is not None:
                     return self._generation(request, replay(cached), None, "HIT", None, timing, key, span)
             with self.tracing.tracer.start_as_current_span("rate_limit"):
-                if engine.in_flight() >= self.settings.MAX_CONCURRENT_REQUESTS:
-                    raise EngineOverloaded(
-                        f"The engine for '{model}' is at capacity "
-                        f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
-                    )
                 rate = await self._admit(model)
+            engine = await self._engine(model)
+            if engine.in_flight() >= self.settings.MAX_CONCURRENT_REQUESTS:
+                raise EngineOverloaded(
+                    f"The engine for '{model}' is at capacity "
+                    f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
+                )
             request_id = uuid.uuid4().hex
-            source = engine.generate(request, request_id)
-            self.metrics.in_flight.labels(model).inc()
-            try:
-                first = await anext(source)
-            except BaseException:
-                self.metrics.in_flight.labels(model).dec()
-                await source.aclose()
-                raise
+            with self.tracing.tracer.start_as_current_span("generation.start"):
+                source = engine.generate(request, request_id)
+                self.metrics.in_flight.labels(model).inc()
+                try:
+                    first = await anext(source)
+                except BaseException:
+                    self.metrics.in_flight.labels(model).dec()
+                    await source.aclose()
+                    raise
             return self._generation(request, source, first, status, rate, timing, key, span)
         except TextGenError as exc:
             self.metrics.errors.labels(label, exc.code).inc()

@@ -14,7 +14,7 @@ router = APIRouter(dependencies=[Authorized], tags=["models"])
 
 def _status(info: ModelInfo) -> ModelStatus:
     return ModelStatus(
-        model=info.id, status=info.status, gpu_memory_usage=info.gpu_memory_usage,
+        model=info.id, id=info.id, created=info.created, owned_by=info.owned_by, status=info.status, gpu_memory_usage=info.gpu_memory_usage,
         loaded_at=info.loaded_at, reason=info.reason, instruct=info.instruct,
         size_class=info.size_class, rate_limit_per_minute=info.rate_limit, backend=info.backend,
     )

@@ -1,0 +1,148 @@
+"""In-process API tests (lifespan running) that need no engine: auth, errors, models, health."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from textgen import DEFAULT_MODEL, Settings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    settings = Settings(MODEL="", VLLM_ENDPOINT="", METRICS_PORT=0, API_TOKEN=TOKEN,
+                        TEXT_GEN_API_TOKEN="other-token",
+                        RATE_LIMITS={"tiiuae/falcon-7b": 2, DEFAULT_MODEL: 3})
+    with TestClient(create_app(settings, ui=False)) as c:
+        yield c
+
+
+def assert_envelope(response, status: int, code: str | None = None, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_health_is_open_and_has_the_seed_body(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["service"] == "text-generator"
+    assert isinstance(body["timestamp"], float)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                                     {"Authorization": "Basic " + TOKEN}])
+def test_bad_or_missing_token_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get("/v1/models", headers=headers)
+    assert_envelope(response, 401, "invalid_api_key")
+    assert TOKEN not in response.text
+
+
+def test_both_tokens_are_accepted(client: TestClient) -> None:
+    assert client.get("/v1/models", headers=AUTH).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": "Bearer other-token"}).status_code == 200
+
+
+def test_model_list_and_info(client: TestClient) -> None:
+    data = client.get("/v1/models", headers=AUTH).json()
+    assert data["object"] == "list"
+    ids = [m["id"] for m in data["data"]]
+    assert DEFAULT_MODEL in ids and "meta-llama/Llama-2-70b-chat-hf" in ids
+    assert all(set(m) == {"id", "object", "created", "owned_by"} for m in data["data"])
+    info = client.get("/v1/models/meta-llama/Llama-2-70b-chat-hf", headers=AUTH).json()
+    assert info["model"] == "meta-llama/Llama-2-70b-chat-hf"
+    assert info["status"] == "unavailable" and info["gpu_memory_usage"] is None
+    assert info["loaded_at"] is None and info["rate_limit_per_minute"] == 20
+    assert client.get(f"/v1/models/{DEFAULT_MODEL}", headers=AUTH).json()["status"] == "not_loaded"
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    assert_envelope(client.get("/v1/models/nope/nothing", headers=AUTH), 404, "model_not_found")
+    r = client.post("/v1/completions", headers=AUTH, json={"model": "nope", "prompt": "x"})
+    assert_envelope(r, 404, "model_not_found", "model")
+
+
+def test_model_without_weights_fails_at_once_with_a_clear_4xx(client: TestClient) -> None:
+    r = client.post("/v1/completions", headers=AUTH,
+                    json={"model": "meta-llama/Llama-2-70b-chat-hf", "prompt": "x"})
+    error = assert_envelope(r, 404, "model_unavailable", "model")
+    assert "not on this machine" in error["message"]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": DEFAULT_MODEL, "prompt": "x", "temperature": 5}, "temperature"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "max_tokens": "many"}, "max_tokens"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "n": 0}, "n"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "top_p": 0}, "top_p"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "logprobs": 99}, "logprobs"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "presence_penalty": 3}, "presence_penalty"),
+    ({"model": DEFAULT_MODEL, "prompt": 5}, "prompt"),
+    ({"model": DEFAULT_MODEL, "prompt": ""}, "prompt"),
+    ({"model": DEFAULT_MODEL, "prompt": []}, "prompt"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "best_of": 3}, "best_of"),
+    ({"prompt": "x"}, "model"),
+    ({"model": DEFAULT_MODEL, "messages": []}, "messages"),
+])
+def test_invalid_parameters_are_400_with_the_param(client: TestClient, body: dict, param: str) -> None:
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    assert_envelope(client.post(path, headers=AUTH, json=body), 400, param=param)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b"null"])
+def test_malformed_json_is_400(client: TestClient, raw: bytes) -> None:
+    r = client.post("/v1/completions", headers={**AUTH, "Content-Type": "application/json"}, content=raw)
+    assert_envelope(r, 400)
+
+
+def test_unknown_route_and_method_use_the_envelope(client: TestClient) -> None:
+    assert_envelope(client.get("/v1/nothing", headers=AUTH), 404)
+    assert_envelope(client.get("/v1/completions", headers=AUTH), 405)
+
+
+def test_rate_limit_refusal_is_429_with_openai_headers(client: TestClient) -> None:
+    # The model is not loaded here: admitted requests get 503 (not ready), refused ones 429.
+    statuses = []
+    for _ in range(4):
+        r = client.post("/v1/completions", headers=AUTH, json={"model": DEFAULT_MODEL,
+                                                              "prompt": "rate me"})
+        statuses.append(r.status_code)
+    assert statuses == [503, 503, 503, 429]
+    assert r.headers["x-ratelimit-limit-requests"] == "3"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    assert_envelope(r, 429, "rate_limit_exceeded")
+
+
+def test_not_loaded_model_is_503_with_retry_after(client: TestClient) -> None:
+    r = client.post(f"/v1/models/{DEFAULT_MODEL}/unload", headers=AUTH)
+    assert r.status_code == 200 and r.json()["status"] == "not_loaded"
+    r = client.post("/v1/completions", headers=AUTH,
+                    json={"model": "google/gemma-3-270m", "prompt": "x"})
+    if r.status_code == 404:  # the gemma package is not installed on this machine
+        assert r.json()["error"]["code"] == "model_unavailable"
+    else:
+        assert_envelope(r, 503, "model_not_ready")
+        assert "Retry-After" in r.headers
+
+
+def test_errors_never_echo_secrets(client: TestClient) -> None:
+    r = client.post("/v1/completions", headers={"Authorization": "Bearer " + TOKEN + "x"},
+                    json={"model": DEFAULT_MODEL, "prompt": TOKEN})
+    assert TOKEN not in r.text
+    assert json.loads(r.text)["error"]["code"] == "invalid_api_key"

@@ -1,0 +1,39 @@
+"""Session-wide real services: one Redis and one lab server with the real engine.
+
+One engine start costs ~20-60 s and ~3 GB, so every engine-backed test shares `lab`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from textgen import DEFAULT_MODEL
+from tests.support.processes import LabServer, lab_server, redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when the caller gives one, else a redis-server of our own on a free port."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def lab(redis_url: str) -> Iterator[LabServer]:
+    """`textgen serve` with the default model on vLLM, Redis cache and a bearer token."""
+    env = {
+        "REDIS_URL": redis_url,
+        # Tests send hundreds of requests: a high limit keeps the headers without refusals.
+        "RATE_LIMITS": json.dumps({DEFAULT_MODEL: 100000}),
+        "TEXT_GEN_API_TOKEN": "second-token",
+    }
+    with lab_server(env, token="test-token", wait_model=DEFAULT_MODEL) as server:
+        yield server

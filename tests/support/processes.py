@@ -1,0 +1,129 @@
+"""Real processes the tests run against: redis-server and the lab's own `textgen serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTGEN = Path(sys.executable).with_name("textgen")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway redis-server on a free port (Debian's `redis-server`)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: `make test` installs it (apt-get)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_port(port, 10)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+class LabServer:
+    """A running `textgen serve` process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, metrics_port: int,
+                 token: str | None, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.metrics_port = metrics_port
+        self.token = token
+        self.log_path = log_path
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def lab_server(env: dict[str, str], *, token: str | None = "test-token",
+               wait_model: str | None = None, timeout: float = 300) -> Iterator[LabServer]:
+    """Start `textgen serve` with the given settings and wait until it (and a model) is ready."""
+    port, metrics_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "API_PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_HOST": "127.0.0.1",
+        "VLLM_ENDPOINT": "",
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
+    if token:
+        full_env["API_TOKEN"] = token
+    log_dir = ROOT / "test-artifacts"
+    log_dir.mkdir(exist_ok=True)
+    log_path = log_dir / f"lab-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(TEXTGEN), "serve"], env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+    server = LabServer(proc, port, metrics_port, token, log_path)
+    try:
+        _wait_ready(server, wait_model, timeout)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _wait_ready(server: LabServer, model: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"textgen serve exited early:\n{server.log()[-4000:]}")
+        try:
+            health = httpx.get(server.base_url + "/health", timeout=2).json()
+        except httpx.HTTPError:
+            time.sleep(0.3)
+            continue
+        state = health["components"]["models"].get(model) if model else "loaded"
+        if state == "loaded":
+            return
+        if state == "error":
+            raise RuntimeError(f"model {model} failed to load:\n{server.log()[-4000:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"textgen serve not ready after {timeout} s:\n{server.log()[-4000:]}")

@@ -1,0 +1,107 @@
+"""Cache stores: the in-process LRU, real Redis, and a Redis that goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.support.processes import redis_server
+from textgen.cache import (
+    CacheUnavailable,
+    CircuitBreaker,
+    MemoryCache,
+    RedisCache,
+    dump_completion,
+    load_completion,
+)
+from textgen.generation import replay
+from textgen.types import Choice, Completion, Delta, TokenLogprob, Usage
+
+
+def sample_completion() -> Completion:
+    lp = [TokenLogprob("o", -0.1, (("o", -0.1), ("a", -2.0))), None]
+    return Completion(
+        model="m",
+        choices=[Choice(0, "o mar", "stop", lp), Choice(1, "azul", "length", None)],
+        usage=Usage(5, 4),
+        pieces=[(0, "o", 1), (1, "az", -1), (0, " mar", 1), (1, "ul", -1)],
+    )
+
+
+def test_completion_round_trips_through_json() -> None:
+    completion = sample_completion()
+    assert load_completion(dump_completion(completion)) == completion
+
+
+async def test_replay_keeps_the_original_chunking() -> None:
+    events = [e async for e in replay(sample_completion())]
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert [(d.index, d.text) for d in deltas] == [(0, "o"), (1, "az"), (0, " mar"), (1, "ul")]
+    assert [d.finish_reason for d in deltas] == [None, None, "stop", "length"]
+    assert deltas[0].logprobs is not None and deltas[0].logprobs[0].token == "o"
+    assert events[-1] == Usage(5, 4)
+
+
+async def test_memory_cache_is_a_bounded_lru_with_ttl() -> None:
+    cache = MemoryCache(max_entries=2, ttl_seconds=60)
+    c = sample_completion()
+    await cache.set("a", c)
+    await cache.set("b", c)
+    assert await cache.get("a") == c  # touch a: b is now least recently used
+    await cache.set("c", c)
+    assert await cache.get("b") is None
+    assert await cache.get("a") == c and await cache.get("c") == c
+    expired = MemoryCache(max_entries=2, ttl_seconds=-1)
+    await expired.set("a", c)
+    assert await expired.get("a") is None
+
+
+async def test_redis_cache_stores_with_ttl(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    cache = RedisCache(client, ttl_seconds=3600, breaker=CircuitBreaker("test"))
+    key = f"vllm:test-{uuid.uuid4().hex}"
+    assert await cache.get(key) is None
+    await cache.set(key, sample_completion())
+    assert await cache.get(key) == sample_completion()
+    assert 3590 < await client.ttl(key) <= 3600
+    await client.aclose()
+
+
+async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
+    with redis_server() as url:
+        client = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        breaker = CircuitBreaker("test", base_pause=0.2, max_pause=0.4)
+        cache = RedisCache(client, ttl_seconds=60, breaker=breaker)
+        await cache.set("vllm:k", sample_completion())
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    # redis-server is stopped now
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(CacheUnavailable):
+        await cache.get("vllm:k")
+    assert cache.health() == "degraded"
+    with pytest.raises(CacheUnavailable):  # skipped without touching the network
+        await cache.get("vllm:k")
+    assert loop.time() - started < 1.0
+    # Redis comes back on the same port: the breaker's probe closes it.
+    import subprocess
+
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            try:
+                await cache.set("vllm:k2", sample_completion())
+                break
+            except CacheUnavailable:
+                continue
+        assert cache.health() == "ok"
+        assert await cache.get("vllm:k2") == sample_completion()
+    finally:
+        await client.aclose()
+        proc.terminate()
+        proc.wait()
