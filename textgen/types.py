@@ -34,7 +34,12 @@ class SamplingOptions:
     stop_token_ids: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        # Every field is a scalar or a tuple of scalars: a shallow dict equals asdict()'s deep
+        # copy, at a tenth of its cost (it is on every request's path, in the cache key).
+        return {name: getattr(self, name) for name in _OPTION_FIELDS}
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingOptions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..types import Delta, FinishReason, GenerationRequest, SamplingOptions, TokenLogprob, Usage
 from .base import EngineEvent
+from .http11 import Http11Transport
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,20 @@ class RemoteEngine:
         self._in_flight = 0
         self._closed = False
         # One client per backend: its pool keeps connections alive between requests.
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=read_timeout)
+        self._transport = transport or Http11Transport(max_connections=max_connections)
         self._client = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=read_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+            base_url=self.url, timeout=timeout, transport=self._transport
         )
+        # Generation requests go to the client's transport (its pool) directly, built once
+        # here: the client's per-request layers (URL merging, cookies, auth, redirects) cost
+        # about 0.3 ms of CPU per request, a sixth of the whole gateway's.
+        self._timeouts = timeout.as_dict()
+        self._paths = {
+            False: httpx.URL(self.url + "/v1/completions"),
+            True: httpx.URL(self.url + "/v1/chat/completions"),
+        }
+        self._headers = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]
 
     def __repr__(self) -> str:
         return f"RemoteEngine({self.url!r})"
@@ -144,10 +151,13 @@ class RemoteEngine:
         self, request: GenerationRequest, request_id: str
     ) -> AsyncIterator[EngineEvent]:
         chat = request.messages is not None
-        path = "/v1/chat/completions" if chat else "/v1/completions"
-        body = orjson.dumps(_payload(request))
-        headers = {"content-type": "application/json", "x-request-id": request_id}
-        upstream = self._client.build_request("POST", path, content=body, headers=headers)
+        upstream = httpx.Request(
+            "POST",
+            self._paths[chat],
+            content=orjson.dumps(_payload(request)),
+            headers=[*self._headers, (b"x-request-id", request_id.encode())],
+            extensions={"timeout": self._timeouts},
+        )
         self._in_flight += 1
         try:
             response = await self._send(upstream)
@@ -205,11 +215,11 @@ class RemoteEngine:
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
-            return await self._client.send(request, stream=True)
+            return await self._transport.handle_async_request(request)
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
             # Most often a pooled connection the server closed meanwhile (it restarted): once
             # more, on a new connection. Nothing was streamed to the client yet.
-            return await self._client.send(request, stream=True)
+            return await self._transport.handle_async_request(request)
 
     def _failed(self, error: TextGenError) -> TextGenError:
         """Note a failure of the backend itself and hand the error back to raise."""
@@ -277,7 +287,8 @@ def _payload(request: GenerationRequest) -> dict[str, Any]:
 async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
     """The `data:` payloads of a server-sent event stream, as they arrive."""
     buffer = b""
-    async for piece in response.aiter_bytes():
+    # Raw bytes: we ask for no content-encoding, and skipping httpx's decoders saves time.
+    async for piece in response.aiter_raw():
         buffer += piece
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
