@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from textgen import DEFAULT_MODEL
+from tests.support.otlp_collector import FakeCollector, fake_collector
 from tests.support.processes import LabServer, lab_server, redis_server
 
 
@@ -27,10 +28,18 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def lab(redis_url: str) -> Iterator[LabServer]:
+def otlp() -> Iterator[FakeCollector]:
+    with fake_collector() as collector:
+        yield collector
+
+
+@pytest.fixture(scope="session")
+def lab(redis_url: str, otlp: FakeCollector) -> Iterator[LabServer]:
     """`textgen serve` with the default model on vLLM, Redis cache and a bearer token."""
     env = {
         "REDIS_URL": redis_url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
         # Tests send hundreds of requests: a high limit keeps the headers without refusals.
         "RATE_LIMITS": json.dumps({DEFAULT_MODEL: 100000}),
         "TEXT_GEN_API_TOKEN": "second-token",

@@ -37,7 +37,7 @@ from .models import ModelInfo, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
 from .settings import Settings
 from .telemetry import TelemetrySampler
-from .tracing import Tracing
+from .tracing import RequestTrace, Tracing
 from .types import Completion, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -178,18 +178,18 @@ class TextGen:
         """Admit a request and start it: raises typed errors before any output is produced."""
         model = request.model
         label = model if model in self.models.entries else "_unknown"
-        span = self.tracing.tracer.start_span("textgen.request", attributes={"model": label})
+        span = RequestTrace(self.tracing.tracer, label)
         timing = Timing(started=time.monotonic())
         try:
             self.models.check_servable(model)
             key = cache_key(request)
             status: CacheStatus = "BYPASS"
             if request.read_cache:
-                with self.tracing.tracer.start_as_current_span("cache.lookup"):
+                with span.child("cache.lookup"):
                     status, cached = await self._lookup(key, model)
                 if cached is not None:
                     return self._generation(request, replay(cached), None, "HIT", None, timing, key, span)
-            with self.tracing.tracer.start_as_current_span("rate_limit"):
+            with span.child("rate_limit"):
                 rate = await self._admit(model)
             engine = await self._engine(model)
             if engine.in_flight() >= self.settings.MAX_CONCURRENT_REQUESTS:
@@ -198,21 +198,20 @@ class TextGen:
                     f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
                 )
             request_id = uuid.uuid4().hex
-            with self.tracing.tracer.start_as_current_span("generation.start"):
-                source = engine.generate(request, request_id)
-                self.metrics.in_flight.labels(model).inc()
-                try:
-                    first = await anext(source)
-                except BaseException:
-                    self.metrics.in_flight.labels(model).dec()
-                    await source.aclose()
-                    raise
+            span.start_generation()  # ends with the last token, in _finish
+            source = engine.generate(request, request_id)
+            self.metrics.in_flight.labels(model).inc()
+            try:
+                first = await anext(source)
+            except BaseException:
+                self.metrics.in_flight.labels(model).dec()
+                await source.aclose()
+                raise
             return self._generation(request, source, first, status, rate, timing, key, span)
         except TextGenError as exc:
             self.metrics.errors.labels(label, exc.code).inc()
             self._record(model, "BYPASS", exc.code, timing, None)
-            span.set_attribute("error.type", exc.code)
-            span.end()
+            span.end(error=exc.code)
             raise
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -266,7 +265,7 @@ class TextGen:
         return decision
 
     def _generation(self, request: GenerationRequest, source: Any, first: Any, status: CacheStatus,
-                    rate: RateDecision | None, timing: Timing, key: str, span: Any) -> Generation:
+                    rate: RateDecision | None, timing: Timing, key: str, span: RequestTrace) -> Generation:
         async def finish(generation: Generation, error: BaseException | None) -> None:
             await self._finish(generation, error, key, span)
 
@@ -275,7 +274,8 @@ class TextGen:
             cache_status=status, rate=rate, timing=timing, on_finish=finish,
         )
 
-    async def _finish(self, gen: Generation, error: BaseException | None, key: str, span: Any) -> None:
+    async def _finish(self, gen: Generation, error: BaseException | None, key: str,
+                      span: RequestTrace) -> None:
         model = gen.model
         hit = gen.cache_status == "HIT"
         if not hit:
@@ -285,8 +285,7 @@ class TextGen:
             if isinstance(error, TextGenError):
                 self.metrics.errors.labels(model, code).inc()
             self._record(model, gen.cache_status, code, gen.timing, gen)
-            span.set_attribute("error.type", code)
-            span.end()
+            span.end(cache=gen.cache_status, error=code)
             return
         if not hit:
             self.metrics.generation_seconds.labels(model).observe(gen.timing.total or 0.0)
@@ -301,8 +300,7 @@ class TextGen:
                 except CacheUnavailable:
                     self.metrics.cache_errors.labels("set").inc()
         self._record(model, gen.cache_status, "ok", gen.timing, gen)
-        span.set_attribute("cache", gen.cache_status)
-        span.end()
+        span.end(cache=gen.cache_status)
 
     def _record(self, model: str, cache: CacheStatus, outcome: str, timing: Timing,
                 gen: Generation | None) -> None:

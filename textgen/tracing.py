@@ -31,3 +31,34 @@ class Tracing:
     def shutdown(self) -> None:
         if self._provider is not None:
             self._provider.shutdown()
+
+
+class RequestTrace:
+    """The spans of one request: the request span, and the generation span under it.
+
+    Child spans hang off the request span explicitly: a streamed response outlives the handler,
+    so the request span is never the ambient "current" one.
+    """
+
+    def __init__(self, tracer: trace.Tracer, model: str) -> None:
+        self._tracer = tracer
+        self.request = tracer.start_span("textgen.request", attributes={"model": model})
+        self._parent = trace.set_span_in_context(self.request)
+        self.generation: trace.Span | None = None
+
+    def child(self, name: str) -> trace.Span:
+        """A span for one stage (use as a context manager)."""
+        return self._tracer.start_span(name, context=self._parent)
+
+    def start_generation(self) -> None:
+        self.generation = self.child("generation")
+
+    def end(self, *, cache: str | None = None, error: str | None = None) -> None:
+        for span in (self.generation, self.request):
+            if span is None:
+                continue
+            if cache is not None:
+                span.set_attribute("cache", cache)
+            if error is not None:
+                span.set_attribute("error.type", error)
+            span.end()
