@@ -17,10 +17,11 @@ from .routes import completions, health, models
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, ui: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, ui: bool = True,
+               textgen: TextGen | None = None) -> FastAPI:
     """Build the API (and the UI when gradio is installed) around one TextGen."""
-    settings = settings or Settings()
-    textgen = TextGen(settings)
+    settings = textgen.settings if textgen is not None else (settings or Settings())
+    textgen = textgen or TextGen(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

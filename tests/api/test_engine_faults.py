@@ -1,0 +1,93 @@
+"""Engine faults that a real vLLM cannot be made to produce on demand, through the API.
+
+FakeFailingEngine dies mid-stream; FakeGatedEngine holds requests until released, to fill the
+per-engine concurrency bound. Both are fakes, named so; the real engine's own paths are tested
+in test_openai_engine.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from textgen import GenerationFailed, Settings, TextGen
+from textgen.types import Delta, GenerationRequest, Usage
+
+MODEL = "fake/model"
+
+
+class FakeFailingEngine:
+    kind = "vllm"
+
+    def __init__(self) -> None:
+        self.running = 0
+
+    def in_flight(self) -> int:
+        return self.running
+
+    async def generate(self, request: GenerationRequest, request_id: str) -> AsyncIterator[Delta | Usage]:
+        if request.prompts[0] == "gate":
+            self.running += 1
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.running -= 1
+        yield Delta(0, "Hello")
+        yield Delta(0, " wor")
+        raise GenerationFailed("The engine failed while generating (EngineDeadError).")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TextGen]]:
+    engine = FakeFailingEngine()
+
+    async def start(model_id: str, folder: Path) -> FakeFailingEngine:
+        return engine
+
+    settings = Settings(MODEL=MODEL, MODEL_PATHS={MODEL: tmp_path}, VLLM_ENDPOINT="",
+                        METRICS_PORT=0, MAX_CONCURRENT_REQUESTS=2)
+    textgen = TextGen(settings, engine_starter=start)
+    app = create_app(ui=False, textgen=textgen)
+    async with app.router.lifespan_context(app):
+        await textgen.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lab") as c:
+            yield c, textgen
+
+
+async def test_failure_mid_stream_is_an_error_event_then_done(client) -> None:
+    c, textgen = client
+    async with c.stream("POST", "/v1/completions",
+                        json={"model": MODEL, "prompt": "x", "stream": True}) as r:
+        assert r.status_code == 200
+        events = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert [c["choices"][0]["text"] for c in chunks[:-1]] == ["Hello", " wor"]
+    assert chunks[-1]["error"]["code"] == "generation_failed"
+    # A failed generation is never cached.
+    again = await c.post("/v1/completions", json={"model": MODEL, "prompt": "x"})
+    assert again.status_code == 500 and again.json()["error"]["code"] == "generation_failed"
+    assert again.headers.get("X-Cache") is None
+
+
+async def test_engine_at_capacity_answers_503_at_once(client) -> None:
+    c, _ = client
+    gated = [asyncio.create_task(c.post("/v1/completions", json={"model": MODEL, "prompt": "gate"}))
+             for _ in range(2)]
+    await asyncio.sleep(0.3)
+    r = await asyncio.wait_for(c.post("/v1/completions", json={"model": MODEL, "prompt": "y"}), 5)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_overloaded"
+    assert r.headers["Retry-After"] == "1"
+    for task in gated:
+        task.cancel()
+    await asyncio.gather(*gated, return_exceptions=True)
