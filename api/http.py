@@ -90,21 +90,14 @@ async def json_response(request: Request, generation: Generation,
                         render: Callable[[Any], dict[str, Any]]) -> Response:
     """Run a generation to its end; abort it in the engine if the client goes away first."""
     if generation.cache_status == "HIT":
-        await _drain(generation)
+        completion = await generation.result()
     else:
-        await _until_disconnect(request, _drain(generation))
-    return Response(orjson.dumps(render(generation.completion)),
+        completion = await _until_disconnect(request, generation.result())
+    return Response(orjson.dumps(render(completion)),
                     headers=generation_headers(generation), media_type="application/json")
 
 
-async def _drain(generation: Generation) -> None:
-    events = generation.events()
-    async with contextlib.aclosing(events):
-        async for _ in events:
-            pass
-
-
-async def _until_disconnect(request: Request, work: Any) -> None:
+async def _until_disconnect(request: Request, work: Any) -> Any:
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
@@ -114,7 +107,7 @@ async def _until_disconnect(request: Request, work: Any) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             raise asyncio.CancelledError("client disconnected")
-        task.result()
+        return task.result()
     finally:
         watcher.cancel()
 

@@ -48,6 +48,7 @@ class Generation:
         rate: RateDecision | None,
         timing: Timing,
         on_finish: Callable[[Generation, BaseException | None], Awaitable[None]],
+        cached: Completion | None = None,
     ) -> None:
         self.id = id
         self.created = int(time.time())
@@ -64,6 +65,22 @@ class Generation:
         self._choices = [Choice(index=i) for i in range(request.choice_count)]
         self._pieces: list[tuple[int, str, int]] = []
         self._consumed = False
+        self._cached = cached
+
+    async def result(self) -> Completion:
+        """Run to the end and return the whole completion; a cache hit returns it at once."""
+        if self._cached is not None and not self._consumed:
+            self._consumed = True
+            self.completion, self.usage = self._cached, self._cached.usage
+            self.timing.finished = time.monotonic()
+            await self._on_finish(self, None)
+            return self._cached
+        events = self.events()
+        async with contextlib.aclosing(events):
+            async for _ in events:
+                pass
+        assert self.completion is not None
+        return self.completion
 
     async def events(self) -> AsyncIterator[Delta]:
         """The deltas of every choice, in arrival order."""

@@ -188,7 +188,8 @@ class TextGen:
                 with span.child("cache.lookup"):
                     status, cached = await self._lookup(key, model)
                 if cached is not None:
-                    return self._generation(request, replay(cached), None, "HIT", None, timing, key, span)
+                    return self._generation(request, replay(cached), None, "HIT", None, timing,
+                                            key, span, cached)
             with span.child("rate_limit"):
                 rate = await self._admit(model)
             engine = await self._engine(model)
@@ -223,10 +224,7 @@ class TextGen:
     async def complete(self, request: GenerationRequest) -> Completion:
         """Run a request to the end and return the whole completion."""
         generation = await self.open(request)
-        async for _ in generation.events():
-            pass
-        assert generation.completion is not None
-        return generation.completion
+        return await generation.result()
 
     async def _engine(self, model: str) -> Engine:
         entry = self.models.entry(model)
@@ -265,13 +263,14 @@ class TextGen:
         return decision
 
     def _generation(self, request: GenerationRequest, source: Any, first: Any, status: CacheStatus,
-                    rate: RateDecision | None, timing: Timing, key: str, span: RequestTrace) -> Generation:
+                    rate: RateDecision | None, timing: Timing, key: str, span: RequestTrace,
+                    cached: Completion | None = None) -> Generation:
         async def finish(generation: Generation, error: BaseException | None) -> None:
             await self._finish(generation, error, key, span)
 
         return Generation(
             id=f"cmpl-{uuid.uuid4().hex}", request=request, source=source, first=first,
-            cache_status=status, rate=rate, timing=timing, on_finish=finish,
+            cache_status=status, rate=rate, timing=timing, on_finish=finish, cached=cached,
         )
 
     async def _finish(self, gen: Generation, error: BaseException | None, key: str,
