@@ -124,13 +124,13 @@ class VllmServer:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
 
-    def running_requests(self) -> float:
-        """vLLM's own gauge of requests it is generating for now."""
+    def metric(self, name: str, label: str = "") -> float:
+        """The sum of vLLM's own Prometheus samples `name{...label...}` (e.g. running requests)."""
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("vllm:num_requests_running{")
+            if line.startswith(name + "{") and label in line
         )
 
 

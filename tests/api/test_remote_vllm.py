@@ -1,0 +1,166 @@
+"""Our API in front of a real vLLM OpenAI server: its answers must be the upstream's own.
+
+Both are driven with the official `openai` client, greedy (temperature 0), so the text, the
+chunks of a stream and the token counts must match what the upstream says when asked directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+
+from api.app import create_app
+from tests.support.upstreams import VllmServer, serve_app
+from textgen import Settings
+
+MODEL = VllmServer.model
+TOKEN = "remote-test-token"
+PROMPTS = ["The capital of France is", "def fibonacci(n):"]
+
+
+@dataclass
+class Api:
+    url: str
+    ours: openai.AsyncOpenAI
+    upstream: openai.AsyncOpenAI
+    server: VllmServer
+    app: object
+
+
+@pytest.fixture(scope="session")
+def vllm() -> Iterator[VllmServer]:
+    yield VllmServer.shared()
+
+
+@pytest.fixture(scope="module")
+async def api(vllm: VllmServer) -> AsyncIterator[Api]:
+    settings = Settings(
+        VLLM_ENDPOINT=f"{vllm.url}/v1/completions",  # the seed's form of the URL
+        MODEL="", METRICS_PORT=0, API_TOKEN=TOKEN,  # type: ignore[arg-type]
+        RATE_LIMITS={MODEL: 0},
+    )
+    app = create_app(settings, ui=False)
+    async with serve_app(app) as url:
+        await asyncio.wait_for(app.state.textgen.backends.wait_discovered(), 10)
+        ours = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+        upstream = openai.AsyncOpenAI(base_url=f"{vllm.url}/v1", api_key="none", max_retries=0)
+        yield Api(url, ours, upstream, vllm, app)
+        await ours.close()
+        await upstream.close()
+
+
+async def test_the_remote_model_is_listed_as_loaded(api: Api) -> None:
+    assert MODEL in [m.id async for m in api.ours.models.list()]
+    async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        status = (await c.get(f"/v1/models/{MODEL}")).json()
+        health = (await c.get("/health")).json()
+    assert (status["status"], status["backend"], status["reason"]) == ("loaded", "remote", None)
+    assert status["loaded_at"] is not None
+    backend = health["components"]["remote_backends"]["backends"][0]
+    assert (backend["url"], backend["status"], backend["models"]) == (api.server.url, "up", [MODEL])
+    assert health["status"] == "ok"
+
+
+async def test_completions_are_the_upstreams_own(api: Api) -> None:
+    args = {"model": MODEL, "prompt": PROMPTS, "max_tokens": 24, "temperature": 0,
+            "logprobs": 2, "extra_headers": {"Cache-Control": "no-cache, no-store"}}
+    ours = await api.ours.completions.create(**args)  # type: ignore[call-overload]
+    theirs = await api.upstream.completions.create(**args)  # type: ignore[call-overload]
+    assert [(c.index, c.text, c.finish_reason) for c in ours.choices] == \
+        [(c.index, c.text, c.finish_reason) for c in theirs.choices]
+    assert all(c.text for c in ours.choices)
+    for mine, upstream in zip(ours.choices, theirs.choices, strict=True):
+        assert mine.logprobs.tokens == upstream.logprobs.tokens
+        assert mine.logprobs.token_logprobs == pytest.approx(upstream.logprobs.token_logprobs)
+    assert ours.usage == theirs.usage
+
+
+async def test_a_stream_is_passed_through_chunk_by_chunk(api: Api) -> None:
+    args = {"model": MODEL, "prompt": PROMPTS[0], "max_tokens": 24, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True},
+            "extra_headers": {"Cache-Control": "no-cache, no-store"}}
+
+    async def pieces(client: openai.AsyncOpenAI) -> tuple[list[str], object]:
+        texts, usage = [], None
+        async for chunk in await client.completions.create(**args):  # type: ignore[call-overload]
+            texts.extend(c.text for c in chunk.choices if c.text)
+            usage = chunk.usage or usage
+        return texts, usage
+
+    ours, ours_usage = await pieces(api.ours)
+    theirs, their_usage = await pieces(api.upstream)
+    assert len(ours) > 5 and ours == theirs  # the same pieces, not one blob
+    assert ours_usage == their_usage and their_usage is not None
+
+
+async def test_chat_is_the_upstreams_own(api: Api) -> None:
+    messages = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Name a primary colour."}]
+    args = {"model": MODEL, "messages": messages, "max_tokens": 20, "temperature": 0,
+            "extra_headers": {"Cache-Control": "no-cache, no-store"}}
+    ours = await api.ours.chat.completions.create(**args)  # type: ignore[call-overload]
+    theirs = await api.upstream.chat.completions.create(**args)  # type: ignore[call-overload]
+    assert ours.choices[0].message.content == theirs.choices[0].message.content
+    assert ours.choices[0].message.content
+    assert ours.usage == theirs.usage
+
+    text = ""
+    async for chunk in await api.ours.chat.completions.create(**args, stream=True):  # type: ignore[call-overload]
+        text += "".join(c.delta.content or "" for c in chunk.choices)
+    assert text == theirs.choices[0].message.content
+
+
+async def test_a_second_identical_request_is_a_cache_hit(api: Api) -> None:
+    body = {"model": MODEL, "prompt": "Twinkle twinkle", "max_tokens": 8, "temperature": 0}
+    async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        first = await c.post("/v1/completions", json=body)
+        second = await c.post("/v1/completions", json=body)
+    assert first.headers["x-cache"] in ("MISS", "BYPASS") and second.headers["x-cache"] == "HIT"
+    assert first.json()["choices"] == second.json()["choices"]
+
+
+async def test_the_upstreams_validation_error_is_a_400_in_our_envelope(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await api.ours.completions.create(model=MODEL, prompt="x", max_tokens=5000)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["param"] == "max_tokens"
+    assert "max_model_len" in error["message"]
+
+
+async def test_a_client_that_leaves_aborts_the_upstream_generation(api: Api) -> None:
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0,
+            "ignore_eos": True, "stream": True}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Cache-Control": "no-cache, no-store"}
+    finished = 'finished_reason="length"'
+    finished_before = await asyncio.to_thread(api.server.metric, "vllm:request_success_total", finished)
+    idle = await asyncio.to_thread(api.server.metric, "vllm:num_requests_running")
+    async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as c, \
+            c.stream("POST", "/v1/completions", json=body) as response:
+        seen = 0
+        async for line in response.aiter_lines():
+            seen += line.startswith("data: {")
+            if seen == 3:
+                break
+        # vLLM updates its gauges between engine steps: it is generating for us now.
+        assert await eventually(lambda: api.server.metric("vllm:num_requests_running") > idle)
+    # We hung up after 3 of 1500 tokens (a minute of work): vLLM must drop the request at once.
+    assert await eventually(lambda: api.server.metric("vllm:num_requests_running") == idle)
+    finished_after = await asyncio.to_thread(api.server.metric, "vllm:request_success_total", finished)
+    assert finished_after == finished_before  # it was aborted, not run to its length
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll a blocking check (in a thread) until it holds or the time is up."""
+    deadline = time.monotonic() + seconds
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
