@@ -1,0 +1,51 @@
+"""`build_ui`: the lab's Gradio Blocks — playground, compare, models and dashboards."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from textgen import TextGen
+
+from .streaming import StopButtons
+from .tabs import compare, dashboards, models, playground
+
+HEADER = """\
+## textgen lab
+Generate with the models this machine serves, compare them, load and unload them, and watch
+the machine. The same requests work over the OpenAI-compatible API at `/v1` ([API docs](/docs)).
+"""
+
+
+def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
+    """The lab's UI around a started (or starting) `TextGen`, called in-process.
+
+    `api_base` is the API's base URL for the "Copy as code" snippets; by default it is worked
+    out from the address the browser used (the UI is mounted beside the API at `/ui`).
+    """
+    stops = StopButtons()
+    with gr.Blocks(title="textgen lab", analytics_enabled=False) as demo:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as playground_tab:
+                playground.build(demo, textgen, stops, api_base=api_base)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
+                compare.build(demo, textgen, stops)
+            with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
+                models_timer = models.build(demo, textgen, models_tab)
+            with gr.Tab("Dashboards", id="dashboards", elem_id="tab-dashboards") as dashboards_tab:
+                dashboards_timer = dashboards.build(demo, textgen, dashboards_tab)
+        _run_timers_while_shown(
+            {playground_tab: [], compare_tab: [], models_tab: [models_timer],
+             dashboards_tab: [dashboards_timer]}
+        )
+    return demo
+
+
+def _run_timers_while_shown(timers_by_tab: dict[gr.Tab, list[gr.Timer]]) -> None:
+    """Each tab's timers tick only while it is the tab shown: idle pages cost the server nothing."""
+    every_timer = [t for timers in timers_by_tab.values() for t in timers]
+    for tab, own in timers_by_tab.items():
+        def switch(own: list[gr.Timer] = own) -> list[gr.Timer]:
+            return [gr.Timer(active=any(t is o for o in own)) for t in every_timer]
+
+        tab.select(switch, None, every_timer, queue=False, show_progress="hidden")

@@ -1,0 +1,240 @@
+"""Running generations for the UI: streamed text, live figures, Stop, and readable errors.
+
+A `Run` drives one `TextGen` generation in its own task; `follow` runs one or more of them
+together and wakes the Gradio handler whenever there is something new to draw. Stop cancels
+those tasks: the cancellation closes the generation's event stream, which aborts the request
+in vLLM, and nothing of it is cached (the core's rule for an unfinished generation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Literal
+
+import gradio as gr
+
+from textgen import Generation, GenerationRequest, TextGen, TextGenError
+
+from .errors import user_message
+
+log = logging.getLogger(__name__)
+
+State = Literal["waiting", "streaming", "done", "stopped", "error"]
+UNEXPECTED = "The generation failed unexpectedly; the server log has the details."
+
+
+def readiness_problem(textgen: TextGen, model: str) -> str | None:
+    """Why `model` cannot generate right now, phrased for the UI (the core's says "POST ...")."""
+    try:
+        info = textgen.model_info(model)
+    except TextGenError as exc:
+        return exc.message
+    if info.status == "not_loaded":
+        return f"The model '{model}' is not loaded: press Load next to the picker, or use the Models tab."
+    if info.status == "unavailable":
+        return f"The model '{model}' cannot run here: {info.reason}."
+    if info.status == "error":
+        return f"The model '{model}' failed to load ({info.reason}); try loading it again."
+    return None  # loaded, or loading (the core waits for a load in progress)
+
+
+class Run:
+    """One generation as the UI shows it: the text of each choice, its figures, its end."""
+
+    def __init__(self, textgen: TextGen, request: GenerationRequest, *,
+                 problem: str | None = None) -> None:
+        """`problem`: a reason known up front why this run cannot start (it then only says so)."""
+        self.textgen = textgen
+        self.request = request
+        self.texts = [""] * request.choice_count
+        self.finish: list[str | None] = [None] * request.choice_count
+        self.state: State = "waiting"
+        self.error: str | None = problem
+        self.generation: Generation | None = None
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self.pieces = 0
+        self.version = 0  # bumped on every change, so the watcher redraws only when needed
+
+    async def pump(self) -> None:
+        """Open the generation and take its deltas until it ends, fails or is cancelled."""
+        if self.error is not None:
+            self.state, self.ended = "error", time.monotonic()
+            self.version += 1
+            return
+        try:
+            self.generation = await self.textgen.open(self.request)
+            self.state = "streaming"
+            events = self.generation.events()
+            async with contextlib.aclosing(events):
+                async for delta in events:
+                    self.texts[delta.index] += delta.text
+                    self.pieces += bool(delta.text)
+                    if delta.finish_reason is not None:
+                        self.finish[delta.index] = delta.finish_reason
+                    self.version += 1
+            self.state = "done"
+        except asyncio.CancelledError:
+            self.state = "stopped"
+            raise
+        except TextGenError as exc:
+            self.state, self.error = "error", user_message(exc)
+        except Exception:
+            log.exception("UI generation failed")
+            self.state, self.error = "error", UNEXPECTED
+        finally:
+            self.ended = time.monotonic()
+            self.version += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "stopped", "error")
+
+    def output(self) -> str:
+        """The text so far; several choices (n > 1) each under a heading."""
+        if len(self.texts) == 1:
+            return self.texts[0]
+        return "\n\n".join(f"── choice {i + 1} ──\n{text}" for i, text in enumerate(self.texts))
+
+    def figures(self) -> dict[str, str]:
+        """The figures under the output: tokens, time to first token, tokens/s, cache status."""
+        gen = self.generation
+        elapsed = (self.ended or time.monotonic()) - self.started
+        figures: dict[str, str] = {"status": self._status_text()}
+        if gen is not None:
+            figures["cache"] = gen.cache_status
+        ttft = gen.timing.time_to_first_token if gen is not None else None
+        if self.state == "done" and gen is not None:
+            total = gen.timing.total or elapsed
+            figures["prompt tokens"] = str(gen.usage.prompt_tokens)
+            figures["completion tokens"] = str(gen.usage.completion_tokens)
+            if ttft is not None:
+                figures["first token"] = _seconds(ttft)
+            figures["total"] = _seconds(total)
+            if gen.cache_status != "HIT" and total > 0:
+                figures["tokens/s"] = f"{gen.usage.completion_tokens / total:.1f}"
+            reasons = sorted({r for r in self.finish if r})
+            if reasons:
+                figures["finish"] = ", ".join(reasons)
+        else:
+            if ttft is not None:
+                figures["first token"] = _seconds(ttft)
+            figures["elapsed"] = _seconds(elapsed)
+            if self.pieces:
+                figures["chunks"] = str(self.pieces)
+        return figures
+
+    def _status_text(self) -> str:
+        return {
+            "waiting": "waiting for the first token…",
+            "streaming": "streaming…",
+            "done": "done",
+            "stopped": "stopped — aborted in the engine",
+            "error": f"error: {self.error}",
+        }[self.state]
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def figures_html(figures: dict[str, str]) -> str:
+    """The figures as a row of labelled chips (the HTML component styles `.fig`)."""
+    chips = []
+    for name, value in figures.items():
+        tone = ""
+        if name == "status":
+            tone = " error" if value.startswith("error") else " stopped" if value.startswith("stopped") else ""
+        elif name == "cache":
+            tone = " hit" if value == "HIT" else ""
+        chips.append(
+            f'<span class="fig{tone}" data-figure="{html.escape(name)}">'
+            f"<small>{html.escape(name)}</small> <b>{html.escape(value)}</b></span>"
+        )
+    return '<div class="figures">' + "".join(chips) + "</div>"
+
+
+FIGURES_CSS = """
+.figures { display: flex; flex-wrap: wrap; gap: 6px; font-size: 0.9em; }
+.figures .fig { border: 1px solid var(--border-color-primary); border-radius: 6px;
+  padding: 2px 8px; background: var(--background-fill-secondary); }
+.figures .fig small { color: var(--body-text-color-subdued); }
+.figures .fig.error { border-color: var(--color-red-500, #ef4444); }
+.figures .fig.stopped { border-color: var(--color-orange-500, #f97316); }
+.figures .fig.hit { border-color: var(--color-green-500, #22c55e); }
+"""
+
+
+async def follow(runs: Sequence[Run], stop: asyncio.Event, *, tick: float = 1 / 30,
+                 heartbeat: float = 0.25) -> AsyncIterator[None]:
+    """Run `runs` together; yield whenever they changed (and every `heartbeat` for the clock).
+
+    Setting `stop` cancels every unfinished run. Closing this generator early (the browser
+    went away) cancels them too, so no generation outlives the page that asked for it.
+    """
+    tasks = [asyncio.create_task(run.pump(), name="ui generation") for run in runs]
+    stopper = asyncio.create_task(stop.wait(), name="ui stop")
+    seen, last = -1, 0.0
+    try:
+        pending = set(tasks)
+        while pending:
+            done, _ = await asyncio.wait({*pending, stopper}, timeout=tick,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+            if stop.is_set() and pending:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                pending = set()
+            version = sum(run.version for run in runs)
+            now = time.monotonic()
+            if version != seen or now - last >= heartbeat or not pending:
+                seen, last = version, now
+                yield
+    finally:
+        stopper.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+
+
+class StopButtons:
+    """Per-page stop signals: a Stop click sets the event its page's running stream watches."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+
+    @contextlib.contextmanager
+    def armed(self, session: str, view: str) -> Iterator[asyncio.Event]:
+        event = self._events[(session, view)] = asyncio.Event()
+        try:
+            yield event
+        finally:
+            if self._events.get((session, view)) is event:
+                del self._events[(session, view)]
+
+    def press(self, session: str, view: str) -> bool:
+        event = self._events.get((session, view))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+def buttons(running: bool) -> tuple[gr.Button, gr.Button]:
+    """(start, Stop): Stop is enabled exactly while something runs.
+
+    The generation handlers set these in their own yields rather than in `.then` steps,
+    because Gradio skips the rest of a chain once a step raises.
+    """
+    return gr.Button(interactive=not running), gr.Button(interactive=running)
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The browser page a Gradio event came from."""
+    return getattr(request, "session_hash", None) or "local"

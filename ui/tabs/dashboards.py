@@ -1,0 +1,103 @@
+"""The Dashboards tab: the machine (CPU, RAM, GPUs) and the requests, redrawn on a timer."""
+
+from __future__ import annotations
+
+import html
+import time
+
+import gradio as gr
+import pandas as pd
+
+from textgen import TextGen
+
+from .. import dashboards
+
+LATENCY, CACHE = "Latency percentiles", "Cache hit rate"
+
+PANEL_CSS = """
+.summary { display: flex; flex-wrap: wrap; gap: 8px; }
+.summary div { border: 1px solid var(--border-color-primary); border-radius: 8px;
+  padding: 6px 12px; background: var(--background-fill-secondary); min-width: 110px; }
+.summary small { display: block; color: var(--body-text-color-subdued); }
+.summary b { font-size: 1.15em; }
+.notice { border: 1px dashed var(--border-color-primary); border-radius: 8px; padding: 28px;
+  text-align: center; color: var(--body-text-color-subdued); font-size: 1.1em; }
+"""
+
+
+def summary_html(figures: dict[str, str]) -> str:
+    cells = "".join(f'<div data-figure="{html.escape(k)}"><small>{html.escape(k)}</small>'
+                    f"<b>{html.escape(v)}</b></div>" for k, v in figures.items())
+    return f'<div class="summary">{cells}</div>'
+
+
+def notice_html(text: str) -> str:
+    return f'<div class="notice" id="gpu-notice">{html.escape(text)}</div>'
+
+
+def _plot(title: str, y_title: str, color: str = "series", **kwargs: object) -> gr.LinePlot:
+    return gr.LinePlot(x="time", y="value", color=color, title=title, x_title=" ", y_title=y_title,
+                       color_title=" ", x_axis_format="%H:%M:%S", y_axis_format="~r", height=230,
+                       label=title, show_label=False, **kwargs)
+
+
+def _drawn(frame: pd.DataFrame, title: str, empty: str) -> gr.LinePlot:
+    """A plot's new data; its title says why it is blank when there is nothing to draw."""
+    return gr.LinePlot(value=frame, title=f"{title} — {empty}" if frame.empty else title)
+
+
+def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
+    """Lay out the tab inside the current Blocks context; returns its (inactive) timer."""
+    with gr.Row(equal_height=True):
+        summary = gr.HTML(css_template=PANEL_CSS, js_on_load=None, elem_id="dash-summary")
+        window = gr.Radio(list(dashboards.WINDOWS), value=dashboards.DEFAULT_WINDOW,
+                          label="Window", scale=0, min_width=230, elem_id="dash-window")
+    gr.Markdown("#### Machine")
+    with gr.Row():
+        cpu = _plot("CPU", "%", y_lim=[0, 100], elem_id="dash-cpu")
+        memory = _plot("Memory", "GiB", elem_id="dash-memory")
+    gr.Markdown("#### GPUs")
+    gpu_notice = gr.HTML(css_template=PANEL_CSS, js_on_load=None, visible=False, elem_id="dash-gpu-notice")
+    with gr.Row(visible=False) as gpu_row_1:
+        gpu_util = _plot("GPU utilisation", "%", color="gpu", y_lim=[0, 100], elem_id="dash-gpu-util")
+        gpu_mem = _plot("GPU memory", "GiB", color="gpu", elem_id="dash-gpu-memory")
+    with gr.Row(visible=False) as gpu_row_2:
+        gpu_temp = _plot("GPU temperature", "°C", color="gpu", elem_id="dash-gpu-temperature")
+        gpu_power = _plot("GPU power", "W", color="gpu", elem_id="dash-gpu-power")
+    gr.Markdown("#### Requests")
+    with gr.Row():
+        rate = _plot("Request rate", "req/min", elem_id="dash-rate")
+        latency = _plot(LATENCY, "s", elem_id="dash-latency")
+    with gr.Row():
+        throughput = _plot("Completion tokens/s", "tokens/s", elem_id="dash-throughput")
+        hits = _plot(CACHE, "%", y_lim=[0, 100], elem_id="dash-cache")
+
+    def draw(window_name: str):
+        seconds = dashboards.WINDOWS.get(window_name, dashboards.WINDOWS[dashboards.DEFAULT_WINDOW])
+        t = textgen.telemetry
+        board = dashboards.build(
+            t.system_frame(), t.gpu_frame(), textgen.requests_frame(),
+            gpu_error=None if t.gpu.available else (t.gpu.error or ""),
+            now=pd.Timestamp(time.time(), unit="s"), window=seconds,
+            in_flight=sum(e.engine.in_flight() for e in textgen.models.loaded() if e.engine),
+        )
+        has_gpu = board.gpu_notice is None
+        gpu = board.gpu
+        return (
+            summary_html(board.summary),
+            board.cpu, board.memory,
+            gr.HTML(notice_html(board.gpu_notice or ""), visible=not has_gpu),
+            gr.Row(visible=has_gpu), gr.Row(visible=has_gpu),
+            gpu.get("utilization"), gpu.get("memory"), gpu.get("temperature"), gpu.get("power"),
+            board.request_rate,
+            _drawn(board.latency, LATENCY, "no completed requests in this window"),
+            board.throughput,
+            _drawn(board.cache_hit_rate, CACHE, "no cache lookups in this window"),
+        )
+
+    outputs = [summary, cpu, memory, gpu_notice, gpu_row_1, gpu_row_2, gpu_util, gpu_mem,
+               gpu_temp, gpu_power, rate, latency, throughput, hits]
+    # Sampled every TELEMETRY_INTERVAL_SECONDS; the lab runs the timer only while the tab shows.
+    timer = gr.Timer(textgen.settings.TELEMETRY_INTERVAL_SECONDS, active=False)
+    gr.on([tab.select, timer.tick, window.change], draw, window, outputs, queue=False, show_progress="hidden")
+    return timer
