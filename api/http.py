@@ -98,16 +98,14 @@ async def json_response(request: Request, generation: Generation,
 
 
 async def _until_disconnect(request: Request, work: Any) -> Any:
-    task = asyncio.ensure_future(work)
+    # The work runs in this task; one watcher cancels it if the client leaves (the stream's
+    # close then aborts the engine's work). One task per request, not two and a wait().
+    this = asyncio.current_task()
+    assert this is not None
     watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(lambda w: None if w.cancelled() else this.cancel())
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task not in done:
-            task.cancel()  # the client left: closing the stream aborts the engine's work
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise asyncio.CancelledError("client disconnected")
-        return task.result()
+        return await work
     finally:
         watcher.cancel()
 

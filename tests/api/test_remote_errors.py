@@ -158,3 +158,22 @@ async def test_textgen_models_lists_remote_models_with_their_status() -> None:
     assert rows["acme/Llama-3-8B-Instruct"][:3] == ["loaded", "13B", "instruct"]
     assert f"remote backend {fake.url}: up" in lines
     assert any(line.startswith(f"remote backend {down}: down") for line in lines)
+
+
+
+async def test_a_client_that_leaves_closes_the_upstream_request() -> None:
+    async with FakeUpstream("drip") as fake, lab(fake.url, read_timeout=5.0) as api:
+        fake.drip_chunks, fake.drip_seconds = 400, 0.02  # ~8 s of generation upstream
+        # Not streamed: the client gives up waiting for the whole answer.
+        with pytest.raises(httpx.ReadTimeout):
+            await api.client.post("/v1/completions", json=completion(), timeout=0.5)
+        await asyncio.wait_for(fake.disconnected.wait(), 3.0)
+        # Streamed: the client hangs up after a few chunks.
+        fake.disconnected.clear()
+        async with api.client.stream("POST", "/v1/completions",
+                                     json=completion(stream=True)) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    break
+        await asyncio.wait_for(fake.disconnected.wait(), 3.0)
+        assert fake.disconnects == 2

@@ -203,14 +203,14 @@ class Http11Transport(httpx.AsyncBaseTransport):
         conn: _Connection | None = None
         try:
             conn = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
-            body = (
-                request.content
-                if isinstance(request.stream, httpx.ByteStream)
-                else await request.aread()
-            )
+            body = await request.aread()
             head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+            sized = False
             for name, value in request.headers.raw:
                 head += (name, b": ", value, b"\r\n")
+                sized = sized or name.lower() == b"content-length"
+            if body and not sized:
+                head.append(b"content-length: %d\r\n" % len(body))
             head.append(b"\r\n")
             assert conn.transport is not None
             conn.transport.write(b"".join(head) + body)

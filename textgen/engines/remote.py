@@ -116,7 +116,11 @@ class RemoteEngine:
             False: httpx.URL(self.url + "/v1/completions"),
             True: httpx.URL(self.url + "/v1/chat/completions"),
         }
-        self._headers = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]
+        self._headers = [
+            (b"host", httpx.URL(self.url).netloc),
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream"),
+        ]
 
     def __repr__(self) -> str:
         return f"RemoteEngine({self.url!r})"
@@ -151,11 +155,18 @@ class RemoteEngine:
         self, request: GenerationRequest, request_id: str
     ) -> AsyncIterator[EngineEvent]:
         chat = request.messages is not None
+        content = orjson.dumps(_payload(request))
+        # Given a stream and every header, httpx.Request skips its own header preparation
+        # (45 us a request here, a quarter of the engine's own time).
         upstream = httpx.Request(
             "POST",
             self._paths[chat],
-            content=orjson.dumps(_payload(request)),
-            headers=[*self._headers, (b"x-request-id", request_id.encode())],
+            stream=httpx.ByteStream(content),
+            headers=[
+                *self._headers,
+                (b"content-length", b"%d" % len(content)),
+                (b"x-request-id", request_id.encode()),
+            ],
             extensions={"timeout": self._timeouts},
         )
         self._in_flight += 1
@@ -287,13 +298,18 @@ def _payload(request: GenerationRequest) -> dict[str, Any]:
 async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
     """The `data:` payloads of a server-sent event stream, as they arrive."""
     buffer = b""
-    # Raw bytes: we ask for no content-encoding, and skipping httpx's decoders saves time.
-    async for piece in response.aiter_raw():
+    # The body as the transport hands it over: we ask for no content-encoding, and httpx's
+    # decoding and re-chunking layers cost more than the parsing here.
+    stream: Any = response.stream
+    async for piece in stream:
         buffer += piece
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         while (end := buffer.find(b"\n\n")) >= 0:
             event, buffer = buffer[:end], buffer[end + 2 :]
+            if event.startswith(b"data: ") and b"\n" not in event:
+                yield event[6:]  # vLLM's every event: one data line
+                continue
             data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
             if data:
                 yield b"\n".join(data)
