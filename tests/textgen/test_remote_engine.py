@@ -336,3 +336,24 @@ async def test_the_engine_ends_with_usage() -> None:
             assert all(isinstance(e, Delta) for e in events[:-1])
         finally:
             await engine.close()
+
+
+async def test_events_split_anywhere_across_chunks_are_read_whole() -> None:
+    import httpx
+
+    from textgen.engines.remote import _sse_data
+
+    events = [b'data: {"a":1}', b'event: x\r\ndata: {"b":2}', b"data: [DONE]"]
+    raw = b"".join(e + (b"\r\n\r\n" if b"\r" in e else b"\n\n") for e in events)
+
+    class Chunks(httpx.AsyncByteStream):
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for i in range(0, len(raw), self.size):
+                yield raw[i : i + self.size]
+
+    for size in range(1, len(raw) + 1):
+        response = httpx.Response(200, stream=Chunks(size))
+        assert [d async for d in _sse_data(response)] == [b'{"a":1}', b'{"b":2}', b"[DONE]"]

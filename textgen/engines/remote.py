@@ -297,22 +297,24 @@ def _payload(request: GenerationRequest) -> dict[str, Any]:
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
     """The `data:` payloads of a server-sent event stream, as they arrive."""
-    buffer = b""
+    rest = b""
     # The body as the transport hands it over: we ask for no content-encoding, and httpx's
     # decoding and re-chunking layers cost more than the parsing here.
     stream: Any = response.stream
     async for piece in stream:
-        buffer += piece
+        buffer = rest + piece if rest else piece
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        while (end := buffer.find(b"\n\n")) >= 0:
-            event, buffer = buffer[:end], buffer[end + 2 :]
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            event, start = buffer[start:end], end + 2
             if event.startswith(b"data: ") and b"\n" not in event:
                 yield event[6:]  # vLLM's every event: one data line
                 continue
             data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
             if data:
                 yield b"\n".join(data)
+        rest = buffer[start:]
     # Whatever is left is an event cut short: the caller sees a stream without [DONE].
 
 
