@@ -41,11 +41,6 @@ def _plot(title: str, y_title: str, color: str = "series", **kwargs: object) -> 
                        label=title, show_label=False, **kwargs)
 
 
-def _drawn(frame: pd.DataFrame, title: str, empty: str) -> gr.LinePlot:
-    """A plot's new data; its title says why it is blank when there is nothing to draw."""
-    return gr.LinePlot(value=frame, title=f"{title} — {empty}" if frame.empty else title)
-
-
 def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
     """Lay out the tab inside the current Blocks context; returns its (inactive) timer."""
     with gr.Row(equal_height=True):
@@ -75,24 +70,34 @@ def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
     def draw(window_name: str):
         seconds = dashboards.WINDOWS.get(window_name, dashboards.WINDOWS[dashboards.DEFAULT_WINDOW])
         t = textgen.telemetry
+        now = pd.Timestamp(time.time(), unit="s")
         board = dashboards.build(
             t.system_frame(), t.gpu_frame(), textgen.requests_frame(),
             gpu_error=None if t.gpu.available else (t.gpu.error or ""),
-            now=pd.Timestamp(time.time(), unit="s"), window=seconds,
+            now=now, window=seconds,
             in_flight=sum(e.engine.in_flight() for e in textgen.models.loaded() if e.engine),
         )
+        # Every panel spans the whole window, so their time axes line up (epoch seconds: Gradio
+        # scales a temporal x_lim to milliseconds itself).
+        span = [(now - pd.Timedelta(seconds=seconds)).timestamp(), now.timestamp()]
+
+        def plot(frame: pd.DataFrame | None, title: str | None = None, empty: str = "") -> gr.LinePlot:
+            if title and frame is not None and frame.empty:
+                title = f"{title} — {empty}"  # say why the panel is blank
+            return gr.LinePlot(value=frame, x_lim=span, **({"title": title} if title else {}))
+
         has_gpu = board.gpu_notice is None
         gpu = board.gpu
         return (
             summary_html(board.summary),
-            board.cpu, board.memory,
+            plot(board.cpu), plot(board.memory),
             gr.HTML(notice_html(board.gpu_notice or ""), visible=not has_gpu),
             gr.Row(visible=has_gpu), gr.Row(visible=has_gpu),
-            gpu.get("utilization"), gpu.get("memory"), gpu.get("temperature"), gpu.get("power"),
-            board.request_rate,
-            _drawn(board.latency, LATENCY, "no completed requests in this window"),
-            board.throughput,
-            _drawn(board.cache_hit_rate, CACHE, "no cache lookups in this window"),
+            *(plot(gpu.get(metric)) for metric in ("utilization", "memory", "temperature", "power")),
+            plot(board.request_rate),
+            plot(board.latency, LATENCY, "no completed requests in this window"),
+            plot(board.throughput),
+            plot(board.cache_hit_rate, CACHE, "no cache lookups in this window"),
         )
 
     outputs = [summary, cpu, memory, gpu_notice, gpu_row_1, gpu_row_2, gpu_util, gpu_mem,
