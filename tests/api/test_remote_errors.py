@@ -177,3 +177,13 @@ async def test_a_client_that_leaves_closes_the_upstream_request() -> None:
                     break
         await asyncio.wait_for(fake.disconnected.wait(), 3.0)
         assert fake.disconnects == 2
+
+
+async def test_the_generation_routes_still_need_the_token() -> None:
+    async with FakeUpstream() as fake, lab(fake.url) as api:
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        for path, body in (("/v1/completions", completion()), ("/v1/chat/completions", chat)):
+            for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}):
+                response = await api.client.post(path, json=body, headers=headers)
+                assert_envelope(response, 401, "authentication_error", "invalid_api_key")
+        assert fake.bodies == []  # nothing reached the backend
