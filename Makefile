@@ -43,6 +43,7 @@ lint: install
 bench: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(BIN)/python benchmarks/cache_hits.py
+	$(BIN)/python benchmarks/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) test-artifacts

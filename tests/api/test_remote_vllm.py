@@ -35,7 +35,9 @@ class Api:
 
 @pytest.fixture(scope="session")
 def vllm() -> Iterator[VllmServer]:
-    yield VllmServer.shared()
+    server = VllmServer.shared()
+    yield server
+    server.stop()  # at the end of the session, not only at exit: ~3 GB freed sooner
 
 
 @pytest.fixture(scope="module")
