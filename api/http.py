@@ -92,9 +92,18 @@ async def json_response(request: Request, generation: Generation,
     if generation.cache_status == "HIT":
         completion = await generation.result()
     else:
-        completion = await _until_disconnect(request, generation.result())
+        try:
+            completion = await _until_disconnect(request, generation.result())
+        except _ClientLeft:
+            # Nobody reads this answer; returning one (nginx's 499) instead of raising keeps
+            # an ordinary hang-up out of the server's error log.
+            return Response(status_code=499)
     return Response(orjson.dumps(render(completion)),
                     headers=generation_headers(generation), media_type="application/json")
+
+
+class _ClientLeft(Exception):
+    pass
 
 
 async def _until_disconnect(request: Request, work: Any) -> Any:
@@ -102,10 +111,23 @@ async def _until_disconnect(request: Request, work: Any) -> Any:
     # close then aborts the engine's work). One task per request, not two and a wait().
     this = asyncio.current_task()
     assert this is not None
+    left = False
+
+    def on_watcher_done(watcher: asyncio.Future[None]) -> None:
+        nonlocal left
+        if not watcher.cancelled():
+            left = True
+            this.cancel()
+
     watcher = asyncio.ensure_future(_disconnected(request))
-    watcher.add_done_callback(lambda w: None if w.cancelled() else this.cancel())
+    watcher.add_done_callback(on_watcher_done)
     try:
         return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        this.uncancel()  # our own cancellation, spent: the task goes on to answer
+        raise _ClientLeft from None
     finally:
         watcher.cancel()
 
