@@ -68,7 +68,11 @@ class Settings(BaseSettings):
     )
 
     # --- the in-process vLLM engine (the seed's `vllm serve` flags) --------------------------
-    DTYPE: str = Field("auto", description="Weights dtype: auto, bfloat16, float16, float32.")
+    DTYPE: str = Field(
+        "auto",
+        description="Weights dtype: auto (the model's, or float32 on a CPU without native bf16), "
+        "bfloat16, float16, float32.",
+    )
     MAX_MODEL_LEN: int | None = Field(2048, description="Context length; None = model's own.")
     TENSOR_PARALLEL_SIZE: int = Field(1, description="GPUs one model is split over.")
     GPU_MEMORY_UTILIZATION: float = Field(0.90, description="Share of GPU memory vLLM may use.")
