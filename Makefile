@@ -38,7 +38,7 @@ test: install system-deps model
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check textgen api ui tests benchmarks
+	$(BIN)/ruff check textgen api ui tests benchmarks scripts notebooks
 
 bench: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }

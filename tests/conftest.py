@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from textgen import DEFAULT_MODEL
 from tests.support.otlp_collector import FakeCollector, fake_collector
 from tests.support.processes import LabServer, lab_server, redis_server
+from textgen import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 
 import pytest
@@ -87,10 +88,8 @@ async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
         await cache.get("vllm:k")
     assert loop.time() - started < 1.0
     # Redis comes back on the same port: the breaker's probe closes it.
-    import subprocess
-
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
+    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: ASYNC220 - never waited on
     try:
         for _ in range(50):
             await asyncio.sleep(0.1)

@@ -27,7 +27,7 @@ async def test_two_limiters_on_one_redis_share_the_limit(redis_url: str) -> None
     a, b = aioredis.from_url(redis_url), aioredis.from_url(redis_url)
     model = f"model-{uuid.uuid4().hex}"
     la, lb = RateLimiter(a), RateLimiter(b)
-    results = await asyncio.gather(*(l.hit(model, 7) for l in [la, lb] * 10))
+    results = await asyncio.gather(*(lim.hit(model, 7) for lim in [la, lb] * 10))
     assert sum(d.admitted for d in results) == 7
     await a.aclose()
     await b.aclose()
