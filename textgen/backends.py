@@ -78,7 +78,10 @@ class RemoteBackends:
 
     async def _watch(self) -> None:
         while True:
-            await self.discover()
+            try:
+                await self.discover()
+            except Exception:  # a bug here must not end discovery (and recovery) for good
+                log.exception("remote backend discovery failed")
             down = any(not engine.up for engine in self.engines)
             await asyncio.sleep(
                 min(self._interval, _DOWN_RETRY_SECONDS) if down else self._interval
