@@ -73,8 +73,10 @@ class RemoteBackends:
 
     async def discover(self) -> None:
         """Ask every backend for its models now, and update the registry with the answers."""
-        await asyncio.gather(*(self._discover(engine) for engine in self.engines))
-        self._discovered.set()
+        try:
+            await asyncio.gather(*(self._discover(engine) for engine in self.engines))
+        finally:
+            self._discovered.set()
 
     async def _watch(self) -> None:
         while True:
