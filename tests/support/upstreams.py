@@ -188,6 +188,11 @@ class FakeUpstream:
             await self._server.wait_closed()
             self._server = None
 
+    def drop_connections(self) -> None:
+        """Close every open connection from this side, as a server's keep-alive timeout does."""
+        for writer in list(self._writers):
+            writer.close()
+
     async def __aenter__(self) -> FakeUpstream:
         return await self.start()
 
