@@ -19,6 +19,9 @@ from api.app import create_app
 from tests.support.upstreams import VllmServer, serve_app
 from textgen import Settings
 
+# A real vLLM server costs what an engine does (~3 GB, 30 s and more to start).
+pytestmark = pytest.mark.engine
+
 MODEL = VllmServer.model
 TOKEN = "remote-test-token"
 PROMPTS = ["The capital of France is", "def fibonacci(n):"]
