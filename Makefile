@@ -27,8 +27,11 @@ install: $(STAMP)
 model: install
 	$(BIN)/textgen prepare
 
+# The seed's default VLLM_ENDPOINT names the compose/k8s host `vllm`; a lab on one machine has
+# no such host, so `make run` serves in-process only unless VLLM_ENDPOINT is given.
+VLLM_ENDPOINT ?=
 run: model
-	$(BIN)/textgen serve
+	VLLM_ENDPOINT="$(VLLM_ENDPOINT)" $(BIN)/textgen serve
 
 system-deps:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
