@@ -37,7 +37,7 @@ from .models import ModelInfo, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
 from .settings import Settings
 from .telemetry import TelemetrySampler
-from .tracing import RequestTrace, Tracing
+from .tracing import NullTrace, RequestTrace, Tracing
 from .types import Completion, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class TextGen:
         """Admit a request and start it: raises typed errors before any output is produced."""
         model = request.model
         label = model if model in self.models.entries else "_unknown"
-        span = RequestTrace(self.tracing.tracer, label)
+        span = self.tracing.request(label)
         timing = Timing(started=time.monotonic())
         try:
             self.models.check_servable(model)
@@ -263,7 +263,8 @@ class TextGen:
         return decision
 
     def _generation(self, request: GenerationRequest, source: Any, first: Any, status: CacheStatus,
-                    rate: RateDecision | None, timing: Timing, key: str, span: RequestTrace,
+                    rate: RateDecision | None, timing: Timing, key: str,
+                    span: RequestTrace | NullTrace,
                     cached: Completion | None = None) -> Generation:
         async def finish(generation: Generation, error: BaseException | None) -> None:
             await self._finish(generation, error, key, span)
@@ -274,7 +275,7 @@ class TextGen:
         )
 
     async def _finish(self, gen: Generation, error: BaseException | None, key: str,
-                      span: RequestTrace) -> None:
+                      span: RequestTrace | NullTrace) -> None:
         model = gen.model
         hit = gen.cache_status == "HIT"
         if not hit:

@@ -44,3 +44,9 @@ def test_tracing_is_a_no_op_without_an_endpoint() -> None:
     span = tracing.tracer.start_span("x")
     assert not span.is_recording()
     tracing.shutdown()
+
+
+def test_no_spans_at_all_without_an_endpoint() -> None:
+    from textgen.tracing import NULL_TRACE
+
+    assert Tracing(None).request("m") is NULL_TRACE
