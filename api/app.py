@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
         # The default model loads in the background: the UI and /health answer meanwhile,
         # and requests for the model wait for it (LOAD_WAIT_SECONDS).
         await textgen.start(wait=False)
+        gc.freeze()  # what start-up imported lives as long as the app: keep GC off it
         try:
             yield
         finally:

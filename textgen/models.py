@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -202,6 +203,10 @@ class ModelRegistry:
                 raise
             finally:
                 e.loading = None
+            # vLLM, torch and transformers leave millions of long-lived objects behind; a full
+            # garbage collection over them stalled requests for ~0.4 s (p99 at 32 connections).
+            # Freezing moves them out of the collector's reach.
+            gc.freeze()
             e.engine, e.status, e.loaded_at = engine, "loaded", time.time()
             e.last_used = time.monotonic()
             e.gpu_memory_gb = None if after is None else round(max(after - (before or 0), 0), 3)
