@@ -113,6 +113,9 @@ class TextGen:
             load = asyncio.create_task(self.models.load(s.MODEL), name="load default model")
             self._background.add(load)
             load.add_done_callback(self._background.discard)
+            # A failed load is logged and shown as the model's status `error`; retrieving the
+            # exception here keeps asyncio from logging it again as "never retrieved".
+            load.add_done_callback(lambda t: t.cancelled() or t.exception())
             if wait:
                 await load
 
