@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -82,7 +83,7 @@ def test_n_and_prompt_lists_give_indexed_choices(client: openai.OpenAI) -> None:
     r = client.completions.create(model=DEFAULT_MODEL, prompt=[fresh("Red"), fresh("Blue")],
                                   n=2, max_tokens=5, temperature=1.0, seed=3)
     assert sorted(c.index for c in r.choices) == [0, 1, 2, 3]
-    assert r.usage.completion_tokens == sum(1 for _ in r.choices) * 5 or r.usage.completion_tokens <= 20
+    assert 4 <= r.usage.completion_tokens <= 20  # four choices of 1 to 5 tokens each
 
 
 def test_token_id_prompts_are_accepted(client: openai.OpenAI) -> None:
@@ -208,8 +209,6 @@ def test_client_disconnect_aborts_the_generation(lab: LabServer) -> None:
     for _ in range(50):
         if in_flight() == 0:
             break
-        import time
-
         time.sleep(0.1)
     assert in_flight() == 0
     with httpx.stream("POST", lab.base_url + "/v1/completions", headers=lab.headers, timeout=60,

@@ -1,57 +1,78 @@
-"""FakeNvml: a stand-in for pynvml with two GPUs, since this machine has no NVIDIA GPU."""
+"""FakeNvml: a stand-in for pynvml with two GPUs, because no NVIDIA GPU is on the test machine.
+
+It answers the NVML calls `textgen.telemetry.GpuProbe` makes, with readings that move on every
+call, and lets a test make one GPU lack a counter (NVMLError_NotSupported on real hardware).
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass
+
+GIB = 1024**3
 
 
-class NVMLError_NotSupported(Exception):  # noqa: N801 - pynvml's own spelling
-    pass
+class FakeNvmlNotSupported(Exception):
+    """Raised for counters a fake GPU does not have, as pynvml raises NVMLError_NotSupported."""
+
+
+@dataclass
+class _Utilization:
+    gpu: int
+    memory: int
+
+
+@dataclass
+class _Memory:
+    total: int
+    used: int
+    free: int
 
 
 class FakeNvml:
-    """Answers the NVML calls GpuProbe makes; GPU 1 lacks a power reading, like some boards."""
+    """Two fake GPUs: "Fake H100" (80 GiB) and "Fake L4" (24 GiB, no power counter by default)."""
 
-    def __init__(self, count: int = 2) -> None:
-        self.count = count
+    def __init__(self, *, count: int = 2, power_on_second: bool = False) -> None:
+        self.names = [b"Fake H100", b"Fake L4"][:count]
+        self.totals = [80 * GIB, 24 * GIB][:count]
+        self.power_on_second = power_on_second
+        self.calls = 0
         self.initialised = False
         self.shut_down = False
-        self.tick = 0
 
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         self.initialised = True
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self.shut_down = True
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        return self.count
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.names)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         return index
 
-    def nvmlDeviceGetName(self, handle: int) -> bytes:  # noqa: N802
-        return f"Fake H100 #{handle}".encode()
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return self.names[handle]
 
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:  # noqa: N802
-        self.tick += 1
-        return SimpleNamespace(gpu=10 * (handle + 1) + self.tick % 5, memory=5)
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> _Utilization:
+        self.calls += 1
+        return _Utilization(gpu=(10 * (handle + 1) + self.calls) % 100, memory=5)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:  # noqa: N802
-        total = 80 * 1024**3
-        return SimpleNamespace(total=total, used=(handle + 1) * 8 * 1024**3, free=total)
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> _Memory:
+        used = (handle + 1) * 2 * GIB
+        return _Memory(total=self.totals[handle], used=used, free=self.totals[handle] - used)
 
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:  # noqa: N802
-        return 40 + handle
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        return 40 + 5 * handle
 
-    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:  # noqa: N802
-        if handle == 1:
-            raise NVMLError_NotSupported()
-        return 250_000  # milliwatts
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+        if handle == 1 and not self.power_on_second:
+            raise FakeNvmlNotSupported("power")
+        return 150_000 + 1000 * handle  # milliwatts
 
 
-class MissingNvml(FakeNvml):
-    """NVML without a driver: nvmlInit fails as on a machine with no NVIDIA GPU."""
+class FakeNvmlWithoutDriver:
+    """NVML installed but no driver: nvmlInit fails, as NVMLError_DriverNotLoaded does."""
 
-    def nvmlInit(self) -> None:  # noqa: N802
-        raise RuntimeError("NVML Shared Library Not Found")
+    def nvmlInit(self) -> None:
+        raise FakeNvmlNotSupported("driver not loaded")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from tests.support.fake_nvml import FakeNvml, MissingNvml
+from tests.support.fake_nvml import GIB, FakeNvml, FakeNvmlWithoutDriver
 from textgen.metrics import Metrics
 from textgen.telemetry import NO_GPU_MESSAGE, GpuProbe, TelemetrySampler
 
@@ -25,6 +25,12 @@ def test_seed_metric_names_exist_with_model_labels() -> None:
         assert line in text
 
 
+def _samples(text: str, name: str) -> dict[str, float]:
+    """{label set: value} of one metric in Prometheus' text format."""
+    return {line[len(name):].rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(name + "{")}
+
+
 def test_gpu_gauges_from_fake_nvml_with_two_gpus() -> None:
     nvml = FakeNvml()
     sampler = TelemetrySampler(gpu=GpuProbe(nvml=nvml))
@@ -32,21 +38,20 @@ def test_gpu_gauges_from_fake_nvml_with_two_gpus() -> None:
     metrics.watch_telemetry(sampler)
     sampler.sample()
     text = generate_latest(metrics.registry).decode()
-    assert 'text_gpu_memory_used_bytes{gpu="0",name="Fake H100 #0"} 8.589934592e+09' in text
-    assert 'text_gpu_memory_used_bytes{gpu="1",name="Fake H100 #1"} 1.7179869184e+010' in text or \
-        'text_gpu_memory_used_bytes{gpu="1",name="Fake H100 #1"} 1.7179869184e+10' in text
-    assert 'text_gpu_power_watts{gpu="0",name="Fake H100 #0"} 250.0' in text
-    assert 'text_gpu_power_watts{gpu="1"' not in text  # not supported on that board
+    assert _samples(text, "text_gpu_memory_used_bytes") == {
+        '{gpu="0",name="Fake H100"}': 2 * GIB, '{gpu="1",name="Fake L4"}': 4 * GIB}
+    # The second board has no power counter: its series is absent, not zero.
+    assert _samples(text, "text_gpu_power_watts") == {'{gpu="0",name="Fake H100"}': 150.0}
     assert "text_process_rss_bytes" in text
     frame = sampler.gpu_frame()
-    assert sorted(frame["gpu"].unique()) == ["0: Fake H100 #0", "1: Fake H100 #1"]
-    assert sampler.gpu.memory_used_gb() == round(24 * 1024**3 / 1e9, 3)
+    assert sorted(frame["gpu"].unique()) == ["0: Fake H100", "1: Fake L4"]
+    assert sampler.gpu.memory_used_gb() == round(6 * GIB / 1e9, 3)
     sampler.gpu.close()
     assert nvml.shut_down
 
 
 def test_no_gpu_means_absent_series_and_an_explanation() -> None:
-    sampler = TelemetrySampler(gpu=GpuProbe(nvml=MissingNvml()))
+    sampler = TelemetrySampler(gpu=GpuProbe(nvml=FakeNvmlWithoutDriver()))
     metrics = Metrics()
     metrics.watch_telemetry(sampler)
     sampler.sample()

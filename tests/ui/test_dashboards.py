@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.ui.fake_nvml import GIB, FakeNvml, FakeNvmlWithoutDriver
+from tests.support.fake_nvml import GIB, FakeNvml, FakeNvmlWithoutDriver
 from textgen.telemetry import NO_GPU_MESSAGE, GpuProbe, TelemetrySampler
 from ui import dashboards
 
