@@ -81,8 +81,6 @@ class ResponseCache(Protocol):
 
     def health(self) -> str: ...
 
-    async def close(self) -> None: ...
-
 
 class MemoryCache:
     """Bounded LRU with a TTL, for a lab without Redis."""
@@ -116,9 +114,6 @@ class MemoryCache:
     def health(self) -> str:
         return "ok"
 
-    async def close(self) -> None:
-        self._entries.clear()
-
 
 class RedisCache:
     """Redis-backed cache; failures raise CacheUnavailable and open a short circuit breaker."""
@@ -139,9 +134,6 @@ class RedisCache:
 
     def health(self) -> str:
         return self.breaker.health()
-
-    async def close(self) -> None:
-        pass  # the client belongs to the TextGen that made it
 
 
 class CircuitBreaker:

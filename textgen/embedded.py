@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 
 _DONE_MARKER = ".textgen-complete"
 
-# Gemma 3's instruction format; the GGUF of the base model carries no template, and a chat
-# request to a base model is refused unless a template is present, so we add none for it.
-
-
 @dataclass(frozen=True, slots=True)
 class EmbeddedModel:
     model_id: str

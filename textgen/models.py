@@ -69,12 +69,14 @@ class ModelRegistry:
         local_paths: dict[str, Path],
         start_engine: EngineStarter,
         max_loaded: int,
+        rate_limits: dict[str, int] | None = None,
         gpu_memory_used_gb: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._cache_dir = cache_dir
         self._local_paths = local_paths
         self._start_engine = start_engine
         self._max_loaded = max_loaded
+        self._rate_limits = rate_limits or {}
         self._gpu_used = gpu_memory_used_gb
         self.entries: dict[str, ModelEntry] = {}
         for spec in CATALOG:
@@ -131,10 +133,15 @@ class ModelRegistry:
         return ModelInfo(
             id=e.spec.id, status=e.status, reason=e.reason, loaded_at=e.loaded_at,
             gpu_memory_usage=e.gpu_memory_gb, instruct=e.spec.instruct,
-            size_class=e.spec.size_class, rate_limit=e.spec.default_rate_limit,
+            size_class=e.spec.size_class, rate_limit=self.rate_limit(model_id),
             backend=e.engine.kind if e.engine is not None else "vllm",
             owned_by=e.spec.owned_by, created=e.spec.created,
         )
+
+    def rate_limit(self, model_id: str) -> int:
+        """Requests per minute: an override from RATE_LIMITS, else the seed's size class."""
+        override = self._rate_limits.get(model_id)
+        return override if override is not None else self.entry(model_id).spec.default_rate_limit
 
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self.entries.values() if e.status == "loaded"]

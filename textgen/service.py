@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class TextGen:
             local_paths=dict(s.MODEL_PATHS),
             start_engine=engine_starter or self._start_vllm,
             max_loaded=s.MAX_LOADED_MODELS,
+            rate_limits=dict(s.RATE_LIMITS),
             gpu_memory_used_gb=self.telemetry.gpu.memory_used_gb,
         )
         self.history: deque[RequestRecord] = deque(maxlen=s.TELEMETRY_HISTORY * 10)
@@ -157,8 +158,7 @@ class TextGen:
         return [self.model_info(model_id) for model_id in self.models.entries]
 
     def model_info(self, model_id: str) -> ModelInfo:
-        info = self.models.info(model_id)
-        return _with_limit(info, self.rate_limit(model_id))
+        return self.models.info(model_id)
 
     async def load(self, model_id: str) -> ModelInfo:
         await self.models.load(model_id)
@@ -170,10 +170,7 @@ class TextGen:
 
     def rate_limit(self, model_id: str) -> int:
         """Requests per minute for a model: RATE_LIMITS overrides the seed's size classes."""
-        override = self.settings.RATE_LIMITS.get(model_id)
-        if override is not None:
-            return override
-        return self.models.entry(model_id).spec.default_rate_limit
+        return self.models.rate_limit(model_id)
 
     # --- generation -----------------------------------------------------------------------
 
@@ -346,7 +343,3 @@ class TextGen:
 
 def _record_dict(record: RequestRecord) -> dict[str, Any]:
     return {f: getattr(record, f) for f in RequestRecord.__dataclass_fields__}
-
-
-def _with_limit(info: ModelInfo, limit: int) -> ModelInfo:
-    return replace(info, rate_limit=limit)
