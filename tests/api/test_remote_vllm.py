@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 import openai
@@ -144,8 +145,11 @@ async def test_a_client_that_leaves_aborts_the_upstream_generation(api: Api) -> 
             "ignore_eos": True, "stream": True}
     headers = {"Authorization": f"Bearer {TOKEN}", "Cache-Control": "no-cache, no-store"}
     finished = 'finished_reason="length"'
+    # Counters, not vLLM's running-requests gauge: the gauge is only written at engine steps,
+    # so an idle engine can go on showing the last step's count.
+    generated = partial(api.server.metric, "vllm:generation_tokens_total")
     finished_before = await asyncio.to_thread(api.server.metric, "vllm:request_success_total", finished)
-    idle = await asyncio.to_thread(api.server.metric, "vllm:num_requests_running")
+    before = await asyncio.to_thread(generated)
     async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as c, \
             c.stream("POST", "/v1/completions", json=body) as response:
         seen = 0
@@ -153,12 +157,22 @@ async def test_a_client_that_leaves_aborts_the_upstream_generation(api: Api) -> 
             seen += line.startswith("data: {")
             if seen == 3:
                 break
-        # vLLM updates its gauges between engine steps: it is generating for us now.
-        assert await eventually(lambda: api.server.metric("vllm:num_requests_running") > idle)
-    # We hung up after 3 of 1500 tokens (a minute of work): vLLM must drop the request at once.
-    assert await eventually(lambda: api.server.metric("vllm:num_requests_running") == idle)
+        assert await eventually(lambda: generated() > before)  # vLLM is generating for us
+    # We hung up after 3 of 1500 tokens (a minute of work and more): vLLM must stop at once,
+    # so its token counter settles far short of 1500.
+    assert await eventually(settled(generated))
+    assert await asyncio.to_thread(generated) - before < 500
     finished_after = await asyncio.to_thread(api.server.metric, "vllm:request_success_total", finished)
     assert finished_after == finished_before  # it was aborted, not run to its length
+
+
+def settled(read: Callable[[], float], pause: float = 1.5) -> Callable[[], bool]:
+    """A check that holds once two readings `pause` seconds apart are equal."""
+    def check() -> bool:
+        first = read()
+        time.sleep(pause)
+        return read() == first
+    return check
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
