@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,10 +46,14 @@ def browser() -> Iterator[object]:
     Module-scoped: Playwright's sync API holds an event loop on this thread while it runs,
     which the async tests of later modules could not share.
     """
-    sync_api = pytest.importorskip("playwright.sync_api")
     executable = Path("/usr/bin/chromium")
     if not executable.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+        # `make test` installs it; CI must not go green on a skipped browser test.
+        missing = "Debian chromium is not installed (apt-get install -y chromium, or make system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from playwright import sync_api  # a test dependency: its absence is a broken install
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(executable),
@@ -59,3 +64,12 @@ def browser() -> Iterator[object]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Keep each phase's report on the test item, so a fixture can see that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+

@@ -36,6 +36,23 @@ def page(lab: Any, browser: Any) -> Iterator[Any]:
         context.close()
 
 
+@pytest.fixture(autouse=True)
+def evidence_of_failure(request: pytest.FixtureRequest, page: Any, lab: Any) -> Iterator[None]:
+    """On failure, keep what the page showed (a screenshot, the controls) and the lab's log."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed:
+        return
+    name = f"FAILED-{request.node.name}"
+    shot(page, name)
+    controls = page.eval_on_selector_all(
+        "button[id], [id^=pg-figures], [id^=cmp-figures]",
+        "els => els.map(e => `${e.id} disabled=${e.disabled} ${e.innerText.slice(0, 200)}`)")
+    (ARTIFACTS / f"{name}.txt").write_text("\n".join(controls) + "\n")
+    print("controls when it failed:", *controls, sep="\n  ")  # shown in the failure report
+    (ARTIFACTS / f"{name}.log").write_bytes(lab.log.read_bytes()[-200_000:])
+
+
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -64,6 +81,10 @@ def set_slider(page: Any, selector: str, value: float) -> None:
     box = page.locator(f"{selector} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+    # The next click sends the slider's state, which follows the box only after Enter lands.
+    page.wait_for_function(
+        "([sel, value]) => Number(document.querySelector(sel + ' input[type=range]').value) === value",
+        arg=[selector, value])
 
 
 def pick(page: Any, selector: str, model: str) -> None:
@@ -153,11 +174,17 @@ def test_generate_streams_and_shows_its_figures(page: Any) -> None:
 
 
 def test_stop_aborts_a_long_generation(page: Any) -> None:
-    page.fill("#pg-prompt textarea", "Tell me a very long story about a lighthouse keeper.")
+    # Greedy counting in completion mode runs on for all 1500 tokens (minutes here), so the
+    # generation cannot end by itself before Stop is pressed, as a sampled story might.
+    page.locator("#pg-mode").get_by_label("Completion").check()
+    set_slider(page, "#pg-temperature", 0)
+    page.fill("#pg-prompt textarea", "1, 2, 3, 4, 5, 6, 7, 8,")
     set_slider(page, "#pg-max-tokens", 1500)
     page.click("#pg-generate")
     wait_status(page, "#pg-figures", "streaming")  # the first token has arrived
-    page.wait_for_function("() => document.querySelector('#pg-output textarea').value.length > 0")
+    page.wait_for_function(
+        "() => document.querySelector('#pg-output textarea').value.includes('10')")
+    assert not page.locator("#pg-stop").is_disabled(), figures(page, "#pg-figures")
     page.click("#pg-stop")
     assert wait_status(page, "#pg-figures", "stopped", "done", "error").startswith("stopped")
     page.wait_for_function("() => !document.querySelector('#pg-generate').disabled")
@@ -166,6 +193,7 @@ def test_stop_aborts_a_long_generation(page: Any) -> None:
     assert page.input_value("#pg-output textarea") == stopped_at  # nothing more arrives
     assert page.locator("#pg-stop").is_disabled()
     shot(page, "03-stopped")
+    page.locator("#pg-mode").get_by_label("Chat").check()  # as the tests that follow expect
 
 
 def test_copy_as_code_shows_the_current_request(page: Any) -> None:

@@ -67,7 +67,8 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, *, api_base: st
             d = forms.DEFAULTS
             max_tokens = gr.Slider(1, textgen.settings.MAX_MODEL_LEN or 4096, value=d["max_tokens"],
                                    step=1, label="max_tokens", elem_id="pg-max-tokens")
-            temperature = gr.Slider(0.0, 2.0, value=d["temperature"], step=0.05, label="temperature")
+            temperature = gr.Slider(0.0, 2.0, value=d["temperature"], step=0.05, label="temperature",
+                                    elem_id="pg-temperature")
             top_p = gr.Slider(0.05, 1.0, value=d["top_p"], step=0.05, label="top_p")
             n = gr.Slider(1, 4, value=d["n"], step=1, label="n", info="completions per prompt")
             stop_text = gr.Textbox(label="stop", lines=2, placeholder="one sequence per line; \\n = newline")
