@@ -27,6 +27,7 @@ class FakeFailingEngine:
 
     def __init__(self) -> None:
         self.running = 0
+        self.gate_full = asyncio.Event()  # set once two requests are held at the gate
 
     def in_flight(self) -> int:
         return self.running
@@ -34,6 +35,8 @@ class FakeFailingEngine:
     async def generate(self, request: GenerationRequest, request_id: str) -> AsyncIterator[Delta | Usage]:
         if request.prompts[0] == "gate":
             self.running += 1
+            if self.running == 2:
+                self.gate_full.set()
             try:
                 await asyncio.sleep(3600)
             finally:
@@ -47,7 +50,7 @@ class FakeFailingEngine:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TextGen]]:
+async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TextGen, FakeFailingEngine]]:
     engine = FakeFailingEngine()
 
     async def start(model_id: str, folder: Path) -> FakeFailingEngine:
@@ -61,11 +64,11 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TextG
         await textgen.wait_ready()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lab") as c:
-            yield c, textgen
+            yield c, textgen, engine
 
 
 async def test_failure_mid_stream_is_an_error_event_then_done(client) -> None:
-    c, textgen = client
+    c, textgen, _ = client
     async with c.stream("POST", "/v1/completions",
                         json={"model": MODEL, "prompt": "x", "stream": True}) as r:
         assert r.status_code == 200
@@ -78,13 +81,16 @@ async def test_failure_mid_stream_is_an_error_event_then_done(client) -> None:
     again = await c.post("/v1/completions", json={"model": MODEL, "prompt": "x"})
     assert again.status_code == 500 and again.json()["error"]["code"] == "generation_failed"
     assert again.headers.get("X-Cache") is None
+    failures = textgen.metrics.registry.get_sample_value(
+        "text_generation_errors_total", {"model": MODEL, "error_type": "generation_failed"})
+    assert failures == 2  # the stream cut mid-way and the plain request: both counted
 
 
 async def test_engine_at_capacity_answers_503_at_once(client) -> None:
-    c, _ = client
+    c, _, engine = client
     gated = [asyncio.create_task(c.post("/v1/completions", json={"model": MODEL, "prompt": "gate"}))
              for _ in range(2)]
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(engine.gate_full.wait(), 10)  # the bound of 2 is reached
     r = await asyncio.wait_for(c.post("/v1/completions", json={"model": MODEL, "prompt": "y"}), 5)
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_overloaded"
     assert r.headers["Retry-After"] == "1"
