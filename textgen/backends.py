@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from .engines.remote import RemoteEngine, base_url, guess_spec
-from .errors import BackendDown, TextGenError
+from .errors import BackendDown, ModelNotFound, TextGenError
 from .metrics import Metrics
 from .models import ModelRegistry
 from .settings import Settings
@@ -60,6 +60,7 @@ class RemoteBackends:
         for engine in self.engines:
             engine.on_failure = self._on_failure
         self._task: asyncio.Task[None] | None = None
+        self._rediscovering: dict[RemoteEngine, asyncio.Task[None]] = {}
         self._discovered = asyncio.Event()
 
     def start(self) -> None:
@@ -121,6 +122,12 @@ class RemoteBackends:
         if isinstance(error, BackendDown):
             # Fail the next requests fast; the watch loop notices when it is back.
             self._mark_down(engine, error.message)
+        elif isinstance(error, ModelNotFound) and engine not in self._rediscovering:
+            # It no longer serves a model it listed: learn its models now, so the next
+            # requests get our own 404 (or another backend) instead of a round trip to it.
+            task = asyncio.create_task(self._discover(engine), name=f"rediscover {engine.url}")
+            self._rediscovering[engine] = task
+            task.add_done_callback(lambda _: self._rediscovering.pop(engine, None))
 
     def _mark_down(self, engine: RemoteEngine, reason: str) -> None:
         for model_id in engine.models:
@@ -141,10 +148,11 @@ class RemoteBackends:
         return {"status": "degraded" if down else "ok", "backends": backends}
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in [self._task, *self._rediscovering.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = None
         for engine in self.engines:
             await engine.close()

@@ -237,6 +237,19 @@ class FakeUpstream:
             return await self._json(writer, 200, {"object": "list", "data": data})
         request = orjson.loads(body)
         self.bodies.append(request)
+        if request.get("model") not in self.models:  # vLLM's own answer and body
+            return await self._json(
+                writer,
+                404,
+                {
+                    "error": {
+                        "message": f"The model `{request.get('model')}` does not exist.",
+                        "type": "NotFoundError",
+                        "param": "model",
+                        "code": 404,
+                    }
+                },
+            )
         if self.mode in ("error500", "error400"):
             status = int(self.mode[-3:])
             return await self._json(

@@ -21,6 +21,8 @@ from textgen import (
     ChatMessage,
     GenerationRequest,
     InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
     SamplingOptions,
     Settings,
     TextGen,
@@ -313,6 +315,25 @@ async def test_a_backend_that_stops_serving_a_model_drops_it() -> None:
         await tg.backends.discover()
         assert tg.model_info("acme/other-1b").status == "unavailable"
         assert tg.model_info(MODEL).status == "loaded"
+
+
+async def test_a_404_for_a_listed_model_makes_us_ask_the_backend_again_at_once() -> None:
+    async with FakeUpstream(models=(MODEL, "acme/other-1b")) as fake, textgen(fake.url) as tg:
+        fake.models = (MODEL,)  # restarted with one model; the next round is 30 s away
+        gone = GenerationRequest(model="acme/other-1b", prompts=("x",), read_cache=False)
+        with pytest.raises(ModelNotFound, match="does not exist"):
+            await tg.complete(gone)
+        async with asyncio.timeout(5):
+            # The registry has no event to wait on: poll it.
+            while tg.model_info("acme/other-1b").status != "unavailable":  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        asked = fake.connections, len(fake.bodies)
+        with pytest.raises(ModelUnavailable):  # now ours, without a round trip to the backend
+            await tg.complete(gone)
+        assert (fake.connections, len(fake.bodies)) == asked
+        assert tg.model_info(MODEL).status == "loaded"
+        assert tg.health()["remote_backends"]["backends"][0]["status"] == "up"
+        assert backend_errors(tg, fake.url, "model_not_found") == 1
 
 
 async def test_several_backends_each_serve_their_models() -> None:

@@ -40,7 +40,7 @@ async def test_past_max_connections_a_request_waits_then_times_out_for_a_slot() 
         transport = Http11Transport(max_connections=1)
         timeout = httpx.Timeout(5.0, pool=0.2)
         async with httpx.AsyncClient(base_url=fake.url, transport=transport, timeout=timeout) as c:
-            body = {"model": "m", "prompt": "x", "stream": True}
+            body = {"model": "fake/tiny-7b", "prompt": "x", "stream": True}
             async with c.stream("POST", "/v1/completions", json=body) as busy:
                 assert busy.status_code == 200
                 with pytest.raises(httpx.PoolTimeout):

@@ -233,11 +233,16 @@ class RemoteEngine:
             return await self._transport.handle_async_request(request)
 
     def _failed(self, error: TextGenError) -> TextGenError:
-        """Note a failure of the backend itself and hand the error back to raise."""
-        if isinstance(error, BackendUnavailable | EngineOverloaded):
+        """Note a failure of the backend itself and hand the error back to raise.
+
+        A 404 for a model it listed counts too: the backend was restarted with other models,
+        and whoever watches it should ask again rather than wait for the next round.
+        """
+        if isinstance(error, BackendUnavailable | EngineOverloaded | ModelNotFound):
             if isinstance(error, BackendDown):
                 self.up = False
-            self.last_error = error.message
+            if not isinstance(error, ModelNotFound):
+                self.last_error = error.message
             if self.on_failure is not None:
                 self.on_failure(self, error)
         return error
