@@ -38,6 +38,11 @@ class Settings(BaseSettings):
 
     # --- serving ---------------------------------------------------------------------------
     API_HOST: str = Field("127.0.0.1", description="Interface the API binds to.")
+    SHUTDOWN_GRACE_SECONDS: float = Field(
+        10.0, ge=0,
+        description="On SIGTERM/Ctrl-C, how long open requests and streams may finish before "
+        "they are cut and the engines stopped.",
+    )
     MODEL: str = Field(DEFAULT_MODEL, description="Model loaded in-process at start ('' = none).")
     MODEL_CACHE_DIR: Path = Field(
         Path.home() / ".cache" / "textgen" / "models",

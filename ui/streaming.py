@@ -170,9 +170,14 @@ FIGURES_CSS = """
 """
 
 
-async def follow(runs: Sequence[Run], stop: asyncio.Event, *, tick: float = 1 / 30,
+async def follow(runs: Sequence[Run], stop: asyncio.Event, *, tick: float = 0.1,
                  heartbeat: float = 0.25) -> AsyncIterator[None]:
-    """Run `runs` together; yield whenever they changed (and every `heartbeat` for the clock).
+    """Run `runs` together; yield at most every `tick` when they changed (and every `heartbeat`
+    for the clock).
+
+    Ten redraws a second read as smooth, and a browser keeps up with them: at one redraw per
+    token (~30/s) Gradio's page in headless Chromium fell 13 s behind a 20 tok/s engine on a
+    2-core machine, so Stop landed after the generation had ended.
 
     Setting `stop` cancels every unfinished run. Closing this generator early (the browser
     went away) cancels them too, so no generation outlives the page that asked for it.

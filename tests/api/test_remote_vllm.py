@@ -37,11 +37,13 @@ class Api:
     app: object
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm() -> Iterator[VllmServer]:
     server = VllmServer.shared()
     yield server
-    server.stop()  # at the end of the session, not only at exit: ~3 GB freed sooner
+    # With this module, not at the end of the session: ~3 GB and an idle engine's CPU freed
+    # for the tests that follow (the browser tests are sensitive to a busy machine).
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,10 @@ async def test_completions_are_the_upstreams_own(api: Api) -> None:
     assert all(c.text for c in ours.choices)
     for mine, upstream in zip(ours.choices, theirs.choices, strict=True):
         assert mine.logprobs.tokens == upstream.logprobs.tokens
-        assert mine.logprobs.token_logprobs == pytest.approx(upstream.logprobs.token_logprobs)
+        # Two runs of the same request on the same server differ in the 6th digit (float32
+        # kernels); a logprob we mangled or took from another token would be far off.
+        assert mine.logprobs.token_logprobs == pytest.approx(upstream.logprobs.token_logprobs,
+                                                             abs=1e-4)
     assert ours.usage == theirs.usage
 
 

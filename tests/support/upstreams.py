@@ -90,6 +90,12 @@ class VllmServer:
             "--enforce-eager",
             "--max-model-len",
             "2048",
+            # Our answers are compared with its own to the last logprob, so it must give the
+            # same answer twice: float32 (bf16 moved a logprob in the 3rd digit between two
+            # identical requests) and no prefix cache (a cached prefix takes another path).
+            "--dtype",
+            "float32",
+            "--no-enable-prefix-caching",
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(

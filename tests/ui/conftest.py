@@ -35,7 +35,11 @@ def lab() -> Iterator[Lab]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
     env = {"REDIS_URL": "", "TEXT_GEN_API_TOKEN": "", "METRICS_PORT": "0"}
-    with lab_server(env, token=token, wait_model=DEFAULT_MODEL, timeout=LOAD_TIMEOUT) as server:
+    # While it generates, the engine takes what the two cores give and the browser on the
+    # same cores fell seconds behind the stream (a user's browser does not share the engine's
+    # cores); at the lowest priority the engine yields to the page and the test.
+    with lab_server(env, token=token, wait_model=DEFAULT_MODEL, timeout=LOAD_TIMEOUT,
+                    niceness=19) as server:
         yield Lab(url=server.base_url, token=token, log=server.log_path)
 
 
