@@ -9,9 +9,10 @@ import uuid
 import httpx
 import openai
 import pytest
+from transformers import AutoTokenizer
 
 from tests.support.processes import LabServer
-from textgen import DEFAULT_MODEL
+from textgen import DEFAULT_MODEL, Settings, embedded
 
 pytestmark = pytest.mark.engine
 
@@ -136,13 +137,18 @@ def test_stream_ends_with_done(lab: LabServer) -> None:
 
 
 def test_chat_completion_uses_the_chat_template(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(
-        model=DEFAULT_MODEL, max_tokens=24, temperature=0,
-        messages=[{"role": "system", "content": "You are a helpful assistant."},
-                  {"role": "user", "content": fresh("What is the capital of France?")}])
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": fresh("What is the capital of France?")}]
+    r = client.chat.completions.create(model=DEFAULT_MODEL, max_tokens=24, temperature=0,
+                                       messages=messages)  # type: ignore[arg-type]
     assert r.object == "chat.completion"
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
-    assert "Paris" in r.choices[0].message.content
+    # The engine saw the model's own template around the messages, generation prompt included
+    # (the answer's wording is the model's business: the cache-busting tag changes it).
+    tokenizer = AutoTokenizer.from_pretrained(embedded.prepare(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR))
+    templated = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert templated.endswith("<|im_start|>assistant\n")
+    assert r.usage.prompt_tokens == len(tokenizer(templated, add_special_tokens=False).input_ids)
     stream = client.chat.completions.create(
         model=DEFAULT_MODEL, max_tokens=8, stream=True,
         messages=[{"role": "user", "content": fresh("Say hello")}])

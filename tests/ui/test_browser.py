@@ -8,7 +8,6 @@ load the model, and watch the dashboards. Screenshots of every view go to test-a
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,16 +135,21 @@ def test_generate_streams_and_shows_its_figures(page: Any) -> None:
     pick(page, "#pg-model", DEFAULT_MODEL)
     page.fill("#pg-prompt textarea", "Write a short poem about the sea.")
     set_slider(page, "#pg-max-tokens", 40)
+    # Every value the page puts in the output box, as it puts it: polling from here could
+    # miss the middle of a short stream on a busy machine.
+    page.evaluate("""() => {
+        const box = document.querySelector('#pg-output textarea');
+        const value = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value');
+        window.shown = [];
+        Object.defineProperty(box, 'value', {
+            configurable: true,
+            get() { return value.get.call(this); },
+            set(v) { window.shown.push(v); value.set.call(this, v); },
+        });
+    }""")
     page.click("#pg-generate")
-    seen: list[str] = []
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while time.monotonic() < deadline:
-        text = page.input_value("#pg-output textarea")
-        if text and (not seen or seen[-1] != text):
-            seen.append(text)
-        if figures(page, "#pg-figures")["status"] == "done":
-            break
-        page.wait_for_timeout(50)
+    wait_status(page, "#pg-figures", "done", "error", "stopped")
+    seen = [v for v in page.evaluate("window.shown") if v]
     final = figures(page, "#pg-figures")
     assert final["status"] == "done", final
     text = page.input_value("#pg-output textarea")
