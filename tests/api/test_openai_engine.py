@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
+from typing import Any
 
 import httpx
 import openai
@@ -25,6 +27,12 @@ def client(lab: LabServer) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def aclient(lab: LabServer) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=lab.base_url + "/v1", api_key=lab.token, max_retries=0)
+
+
+@functools.cache
+def default_model_tokenizer() -> Any:
+    """The tokenizer of the lab's model folder, to count tokens as the engine does."""
+    return AutoTokenizer.from_pretrained(embedded.prepare(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR))
 
 
 def fresh(prompt: str) -> str:
@@ -63,12 +71,7 @@ def test_max_tokens_gives_length_and_exact_counts(client: openai.OpenAI) -> None
 
 
 def test_usage_counts_are_the_tokenizers(client: openai.OpenAI) -> None:
-    from transformers import AutoTokenizer
-
-    from textgen.embedded import prepared_folder
-    from textgen.settings import Settings
-
-    tokenizer = AutoTokenizer.from_pretrained(prepared_folder(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR))
+    tokenizer = default_model_tokenizer()
     prompt = fresh("Count the tokens of this prompt, please.")
     r = client.completions.create(model=DEFAULT_MODEL, prompt=prompt, max_tokens=3)
     assert r.usage.prompt_tokens == len(tokenizer.encode(prompt))
@@ -145,7 +148,7 @@ def test_chat_completion_uses_the_chat_template(client: openai.OpenAI) -> None:
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
     # The engine saw the model's own template around the messages, generation prompt included
     # (the answer's wording is the model's business: the cache-busting tag changes it).
-    tokenizer = AutoTokenizer.from_pretrained(embedded.prepare(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR))
+    tokenizer = default_model_tokenizer()
     templated = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert templated.endswith("<|im_start|>assistant\n")
     assert r.usage.prompt_tokens == len(tokenizer(templated, add_special_tokens=False).input_ids)
