@@ -238,13 +238,14 @@ class RemoteEngine:
         A 404 for a model it listed counts too: the backend was restarted with other models,
         and whoever watches it should ask again rather than wait for the next round.
         """
-        if isinstance(error, BackendUnavailable | EngineOverloaded | ModelNotFound):
-            if isinstance(error, BackendDown):
-                self.up = False
-            if not isinstance(error, ModelNotFound):
-                self.last_error = error.message
-            if self.on_failure is not None:
-                self.on_failure(self, error)
+        if isinstance(error, BackendDown):
+            self.up = False
+        if isinstance(error, BackendUnavailable | EngineOverloaded):
+            self.last_error = error.message
+        if self.on_failure is not None and isinstance(
+            error, BackendUnavailable | EngineOverloaded | ModelNotFound
+        ):
+            self.on_failure(self, error)
         return error
 
     async def close(self) -> None:
