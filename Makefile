@@ -33,9 +33,14 @@ VLLM_ENDPOINT ?=
 run: model
 	VLLM_ENDPOINT="$(VLLM_ENDPOINT)" $(BIN)/textgen serve
 
+# The docker test tier (tests/deploy) needs Debian's Docker engine, debootstrap (its stand-in base
+# images) and Compose v2 (bookworm's docker-compose is v1, which cannot read docker/compose.yaml;
+# the script takes trixie's v2 package, a Go binary, without changing this machine's sources).
 system-deps:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@{ command -v dockerd && command -v debootstrap; } >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y docker.io debootstrap; }
+	@docker compose version 2>/dev/null | grep -Eq 'version v?2\.' || $(SUDO) sh tests/deploy/install-compose-v2.sh
 
 test: install system-deps model
 	$(BIN)/python -m pytest
