@@ -1,7 +1,8 @@
 """docker/compose.yaml, Prometheus' scrape config and Grafana's provisioning, by structure.
 
-No Docker engine runs here (`docker compose config` cannot run): the file is parsed, its
-variables interpolated as Compose would with none set, and checked against the code.
+Fast, no engine: the file is parsed, its variables interpolated as Compose would with none set,
+and checked against the code. test_deploy_compose_up.py brings the stack up for real (API,
+Redis, Prometheus); Grafana's provisioning is only checked here.
 """
 
 from __future__ import annotations
