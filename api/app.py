@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from textgen import Settings, TextGen
 
 from . import errors
-from .routes import completions, health, models
+from .routes import completions, health, models, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)
+    app.include_router(tokenize.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -22,6 +22,7 @@ _UNION_TAG = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal)\[.
 
 # (status, OpenAI error type) for each core error; the most specific class wins.
 STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
+    e.RequestTooLarge: (413, "invalid_request_error"),
     e.ContextLengthExceeded: (400, "invalid_request_error"),
     e.InvalidRequest: (400, "invalid_request_error"),
     e.AuthenticationFailed: (401, "authentication_error"),
@@ -38,6 +39,8 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
 
 
 def status_of(exc: e.TextGenError) -> tuple[int, str]:
+    if isinstance(exc, e.RequestRejected):  # the engine's own status, passed on
+        return exc.status, "invalid_request_error" if exc.status < 500 else "not_implemented_error"
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]  # type: ignore[index]

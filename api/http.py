@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
 
 from textgen import Generation, InvalidRequest, TextGenError
 
-from .errors import error_body, validation_message
-from .rendering import CompletionRenderer
+from .errors import error_body
 
-Body = TypeVar("Body", bound=BaseModel)
+T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
 
 
-async def parse_body(request: Request, model: type[Body]) -> Body:
-    """Parse JSON ourselves: faster than FastAPI's body machinery, and every failure is a 400."""
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object of a request body; every failure to read one is a 400."""
     raw = await request.body()
     try:
         data = orjson.loads(raw)
@@ -33,11 +31,7 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, param = validation_message(exc)
-        raise InvalidRequest(message, param=param) from None
+    return data
 
 
 def cache_control(header: str | None) -> tuple[bool, bool]:
@@ -48,67 +42,84 @@ def cache_control(header: str | None) -> tuple[bool, bool]:
     return "no-cache" not in directives, "no-store" not in directives
 
 
-def generation_headers(generation: Generation) -> dict[str, str]:
-    headers = {"X-Cache": generation.cache_status, "X-Request-Id": generation.id}
+def generation_headers(generation: Generation, request_id: str) -> dict[str, str]:
+    headers = {"X-Cache": generation.cache_status, "X-Request-Id": request_id}
     rate = generation.rate
     if rate is not None and not rate.unlimited:
         headers["x-ratelimit-limit-requests"] = str(rate.limit)
-        headers["x-ratelimit-remaining-requests"] = str(rate.remaining)
+        headers["x-ratelimit-remaining-requests"] = str(max(rate.remaining, 0))
         headers["x-ratelimit-reset-requests"] = f"{rate.reset_after:.3f}s"
     return headers
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-async def sse_events(generation: Generation, renderer: CompletionRenderer,
-                     include_usage: bool) -> AsyncIterator[bytes]:
-    """OpenAI's server-sent events; an error mid-stream is a data event, then [DONE]."""
-    events = generation.events()
     try:
-        async with contextlib.aclosing(events):
-            async for delta in events:
-                yield _sse(renderer.chunk(delta, include_usage))
-        if include_usage:
-            yield _sse(renderer.usage_chunk(generation.usage))
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+    except TypeError:  # an upstream's integer past 64 bits
+        import json
+
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def sse_events(generation: Generation) -> AsyncIterator[bytes]:
+    """OpenAI's server-sent events; an error mid-stream is a data event, then [DONE]."""
+    chunks = generation.chunks()
+    try:
+        async for chunk in chunks:
+            yield _sse(chunk)
     except TextGenError as exc:
         yield b"data: " + error_body(exc) + b"\n\n"
+    finally:
+        await chunks.aclose()
     yield _DONE
 
 
-def stream_response(generation: Generation, renderer: CompletionRenderer,
-                    include_usage: bool) -> StreamingResponse:
-    return StreamingResponse(
-        sse_events(generation, renderer, include_usage),
-        media_type="text/event-stream",
-        headers={**generation_headers(generation), "Cache-Control": "no-cache"},
-    )
+class _GenerationStream(StreamingResponse):
+    """A stream that ends its generation however it ends: read to the end, cut by the client,
+    or never started (a client that left between the headers and the first chunk)."""
 
+    def __init__(self, generation: Generation, headers: dict[str, str]) -> None:
+        super().__init__(sse_events(generation), media_type="text/event-stream",
+                         headers={**headers, "Cache-Control": "no-cache"})
+        self._generation = generation
 
-async def json_response(request: Request, generation: Generation,
-                        render: Callable[[Any], dict[str, Any]]) -> Response:
-    """Run a generation to its end; abort it in the engine if the client goes away first."""
-    if generation.cache_status == "HIT":
-        completion = await generation.result()
-    else:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            completion = await _until_disconnect(request, generation.result())
-        except _ClientLeft:
-            # Nobody reads this answer; returning one (nginx's 499) instead of raising keeps
-            # an ordinary hang-up out of the server's error log.
-            return Response(status_code=499)
-    return Response(orjson.dumps(render(completion)),
-                    headers=generation_headers(generation), media_type="application/json")
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._generation.aclose()
 
 
-class _ClientLeft(Exception):
-    pass
+def stream_response(generation: Generation, request_id: str) -> StreamingResponse:
+    return _GenerationStream(generation, generation_headers(generation, request_id))
 
 
-async def _until_disconnect(request: Request, work: Any) -> Any:
-    # The work runs in this task; one watcher cancels it if the client leaves (the stream's
-    # close then aborts the engine's work). One task per request, not two and a wait().
+def json_response(generation: Generation, request_id: str) -> Response:
+    assert generation.response is not None
+    try:
+        content = orjson.dumps(generation.response)
+    except TypeError:  # an upstream's integer past 64 bits
+        import json
+
+        content = json.dumps(generation.response).encode()
+    return Response(content, headers=generation_headers(generation, request_id),
+                    media_type="application/json")
+
+
+class ClientLeft(Exception):
+    """The client hung up before its answer was ready (`result`: what was ready anyway)."""
+
+    def __init__(self, result: Any = None) -> None:
+        super().__init__("the client left")
+        self.result = result
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work` in this task; cancel it if the client leaves first (raises ClientLeft).
+
+    One watcher task per request, not two and a wait(). The cancellation reaches the engine,
+    which aborts the request.
+    """
     this = asyncio.current_task()
     assert this is not None
     left = False
@@ -122,14 +133,18 @@ async def _until_disconnect(request: Request, work: Any) -> Any:
     watcher = asyncio.ensure_future(_disconnected(request))
     watcher.add_done_callback(on_watcher_done)
     try:
-        return await work
+        result = await work
     except asyncio.CancelledError:
         if not left:
             raise
         this.uncancel()  # our own cancellation, spent: the task goes on to answer
-        raise _ClientLeft from None
+        raise ClientLeft from None
     finally:
         watcher.cancel()
+    if left:  # the work swallowed our cancellation and finished anyway
+        this.uncancel()
+        raise ClientLeft(result)
+    return result
 
 
 async def _disconnected(request: Request) -> None:

@@ -17,20 +17,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from textgen import DEFAULT_MODEL, GenerationRequest, SamplingOptions, Settings, TextGen  # noqa: E402
+from textgen import DEFAULT_MODEL, OpenAIRequest, Settings, TextGen  # noqa: E402
 
 
 async def one(textgen: TextGen, i: int, tokens: int) -> tuple[float, int]:
-    request = GenerationRequest(
-        model=DEFAULT_MODEL,
-        prompts=(f"Story number {i}: once upon a time",),
-        options=SamplingOptions(max_tokens=tokens, temperature=0.8, ignore_eos=True),
+    request = OpenAIRequest(
+        "completions",
+        {"model": DEFAULT_MODEL, "prompt": f"Story number {i}: once upon a time",
+         "max_tokens": tokens, "temperature": 0.8, "ignore_eos": True, "stream": True},
         read_cache=False,
         write_cache=False,
     )
     generation = await textgen.open(request)
-    await generation.result()
-    return generation.timing.time_to_first_token or 0.0, generation.usage.completion_tokens
+    async for _ in generation.chunks():
+        pass
+    return generation.timing.time_to_first_token or 0.0, generation.completion_tokens
 
 
 async def main(tokens: int, levels: list[int]) -> None:

@@ -43,6 +43,13 @@ def lab(redis_url: str, otlp: FakeCollector) -> Iterator[LabServer]:
         # Tests send hundreds of requests: a high limit keeps the headers without refusals.
         "RATE_LIMITS": json.dumps({DEFAULT_MODEL: 100000}),
         "TEXT_GEN_API_TOKEN": "second-token",
+        # Configured as vLLM's server in the parity tests (tests/support/upstreams.py): float32,
+        # so two engines on one machine agree to the last logprob digits that matter, and no
+        # prefix cache (vLLM 0.32 fails a streamed echo + logprobs + n > 1 request when a
+        # choice's prompt comes from it: KeyError in its own logprobs code, on both servers).
+        "DTYPE": "float32",
+        "VLLM_SERVE_ARGS": json.dumps({DEFAULT_MODEL: "--enable-auto-tool-choice "
+                                       "--tool-call-parser hermes --no-enable-prefix-caching"}),
     }
     with lab_server(env, token="test-token", wait_model=DEFAULT_MODEL) as server:
         yield server

@@ -1,5 +1,6 @@
 """textgen: vLLM text generation with a response cache, per-model limits and metrics."""
 
+from .answer import Answer
 from .catalog import CATALOG, ModelSpec
 from .errors import (
     AuthenticationFailed,
@@ -14,18 +15,20 @@ from .errors import (
     ModelNotReady,
     ModelUnavailable,
     RateLimited,
+    RequestRejected,
+    RequestTooLarge,
     TextGenError,
 )
 from .generation import Generation
 from .models import ModelInfo
+from .request import OpenAIRequest
 from .service import TextGen
 from .settings import DEFAULT_MODEL, Settings
-from .types import ChatMessage, Completion, Delta, GenerationRequest, SamplingOptions, Usage
 
 __all__ = [
-    "CATALOG", "DEFAULT_MODEL", "AuthenticationFailed", "BackendDown", "BackendTimeout", "BackendUnavailable",
-    "ChatMessage", "Completion", "ContextLengthExceeded", "Delta", "EngineOverloaded",
-    "Generation", "GenerationFailed", "GenerationRequest", "InvalidRequest", "ModelInfo",
-    "ModelNotFound", "ModelNotReady", "ModelSpec", "ModelUnavailable", "RateLimited",
-    "SamplingOptions", "Settings", "TextGen", "TextGenError", "Usage",
+    "CATALOG", "DEFAULT_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
+    "BackendUnavailable", "ContextLengthExceeded", "EngineOverloaded", "Generation",
+    "GenerationFailed", "InvalidRequest", "ModelInfo", "ModelNotFound", "ModelNotReady",
+    "ModelSpec", "ModelUnavailable", "OpenAIRequest", "RateLimited", "RequestRejected",
+    "RequestTooLarge", "Settings", "TextGen", "TextGenError",
 ]

@@ -52,6 +52,7 @@ class RemoteBackends:
                 url,
                 connect_timeout=settings.REMOTE_CONNECT_TIMEOUT_SECONDS,
                 read_timeout=settings.REMOTE_READ_TIMEOUT_SECONDS,
+                request_timeout=settings.REMOTE_REQUEST_TIMEOUT_SECONDS,
                 max_connections=settings.REMOTE_MAX_CONNECTIONS,
                 transport=transport,
             )

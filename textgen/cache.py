@@ -1,8 +1,10 @@
 """Response cache: Redis when configured, an in-process LRU otherwise.
 
-The key hashes everything that changes the output (model, prompts or messages, every sampling
-option after defaults are applied) and nothing that does not (`stream`, `user`), so a streamed
-and a plain request share one entry.
+The key is a hash of the whole request body, canonicalised (keys sorted), minus the few fields
+that cannot change the answer (`IGNORED_FIELDS`), plus the endpoint and the identity of the
+weights that serve the model. A field the lab has never heard of is part of the key, so no new
+OpenAI or vLLM field can make two different requests share an entry; `stream` is not, so a
+streamed and a plain request share one entry (`textgen.answer` turns one form into the other).
 """
 
 from __future__ import annotations
@@ -15,57 +17,40 @@ from typing import Any, Protocol
 
 import orjson
 
-from .types import Choice, Completion, GenerationRequest, TokenLogprob, Usage
+from .answer import Answer
+from .request import OpenAIRequest
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "vllm:"
-_KEY_VERSION = 1
+_KEY_VERSION = 2
+
+# Body fields that cannot change the answer. `stream_options` only says whether the usage
+# chunk is sent (answers are stored with it and it is dropped on replay when not asked for);
+# `user` and `priority` identify or order requests; `request_id` names one request.
+IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "priority", "request_id"})
 
 
-def cache_key(request: GenerationRequest) -> str:
-    """Redis key of a request: `vllm:` + sha256 of its output-affecting fields."""
-    payload = {
-        "v": _KEY_VERSION,
-        "model": request.model,
-        "prompts": list(request.prompts),
-        "messages": [[m.role, m.content] for m in request.messages]
-        if request.messages is not None
-        else None,
-        "options": request.options.as_dict(),
-    }
-    digest = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"{KEY_PREFIX}{digest}"
+def cache_key(request: OpenAIRequest, weights: str = "") -> str:
+    """Redis key of a request: `vllm:` + sha256 of its endpoint, weights and canonical body."""
+    body = {k: v for k, v in request.body.items() if k not in IGNORED_FIELDS}
+    payload = {"v": _KEY_VERSION, "endpoint": request.endpoint, "weights": weights, "body": body}
+    try:
+        canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # Numbers past 64 bits: orjson refuses them; the slower json module does not.
+        import json
+
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return f"{KEY_PREFIX}{hashlib.sha256(canonical).hexdigest()}"
 
 
-def dump_completion(completion: Completion) -> bytes:
-    return orjson.dumps(completion)
+def dump_answer(answer: Answer) -> bytes:
+    return orjson.dumps(answer.to_json())
 
 
-def load_completion(raw: bytes) -> Completion:
-    data: dict[str, Any] = orjson.loads(raw)
-    choices = [
-        Choice(
-            index=c["index"],
-            text=c["text"],
-            finish_reason=c["finish_reason"],
-            logprobs=None
-            if c["logprobs"] is None
-            else [
-                None
-                if lp is None
-                else TokenLogprob(lp["token"], lp["logprob"], tuple(map(tuple, lp["top"])))
-                for lp in c["logprobs"]
-            ],
-        )
-        for c in data["choices"]
-    ]
-    return Completion(
-        model=data["model"],
-        choices=choices,
-        usage=Usage(**data["usage"]),
-        pieces=[(int(i), str(t), int(k)) for i, t, k in data["pieces"]],
-    )
+def load_answer(raw: bytes) -> Answer:
+    return Answer.from_json(orjson.loads(raw))
 
 
 class CacheUnavailable(Exception):
@@ -75,9 +60,9 @@ class CacheUnavailable(Exception):
 class ResponseCache(Protocol):
     kind: str
 
-    async def get(self, key: str) -> Completion | None: ...
+    async def get(self, key: str) -> Answer | None: ...
 
-    async def set(self, key: str, completion: Completion) -> None: ...
+    async def set(self, key: str, answer: Answer) -> None: ...
 
     def health(self) -> str: ...
 
@@ -92,7 +77,7 @@ class MemoryCache:
         self._max = max_entries
         self._ttl = ttl_seconds
 
-    async def get(self, key: str) -> Completion | None:
+    async def get(self, key: str) -> Answer | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -101,12 +86,12 @@ class MemoryCache:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return load_completion(raw)
+        return load_answer(raw)
 
-    async def set(self, key: str, completion: Completion) -> None:
+    async def set(self, key: str, answer: Answer) -> None:
         if self._max <= 0:
             return
-        self._entries[key] = (time.monotonic() + self._ttl, dump_completion(completion))
+        self._entries[key] = (time.monotonic() + self._ttl, dump_answer(answer))
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -125,12 +110,12 @@ class RedisCache:
         self._ttl = ttl_seconds
         self.breaker = breaker
 
-    async def get(self, key: str) -> Completion | None:
+    async def get(self, key: str) -> Answer | None:
         raw = await self.breaker.call(self._redis.get(key))
-        return None if raw is None else load_completion(raw)
+        return None if raw is None else load_answer(raw)
 
-    async def set(self, key: str, completion: Completion) -> None:
-        await self.breaker.call(self._redis.set(key, dump_completion(completion), ex=self._ttl))
+    async def set(self, key: str, answer: Answer) -> None:
+        await self.breaker.call(self._redis.set(key, dump_answer(answer), ex=self._ttl))
 
     def health(self) -> str:
         return self.breaker.health()

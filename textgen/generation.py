@@ -1,16 +1,15 @@
-"""One running generation: the events a caller streams, and what they add up to."""
+"""One request's answer as the caller takes it: a finished response, or chunks to stream."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from .engines import EngineEvent
+from .answer import FINISHED, Answer, finish_reasons, is_usage_chunk, usage_of
 from .ratelimit import RateDecision
-from .types import Choice, Completion, Delta, GenerationRequest, Usage
+from .request import OpenAIRequest
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -31,117 +30,137 @@ class Timing:
 
 
 class Generation:
-    """Returned by `TextGen.open`: admission facts first, then `events()` to stream.
+    """Returned by `TextGen.open`: the admission facts, then the answer.
 
-    Iterate `events()` to the end to get `completion`; closing it early (a client that went
-    away, the UI's Stop) aborts the engine's work and nothing is cached.
+    A plain request arrives finished (`response`). A streamed one is read once through
+    `chunks()`; reading it to the end completes it, and closing it early (a client that went
+    away, the UI's Stop) aborts the engine's work and nothing is cached. `aclose()` ends it
+    whatever state it is in.
     """
 
     def __init__(
         self,
         *,
-        id: str,
-        request: GenerationRequest,
-        source: AsyncIterator[EngineEvent],
-        first: EngineEvent | None,
+        request: OpenAIRequest,
         cache_status: CacheStatus,
         rate: RateDecision | None,
         timing: Timing,
         on_finish: Callable[[Generation, BaseException | None], Awaitable[None]],
-        cached: Completion | None = None,
+        response: dict[str, Any] | None = None,
+        source: AsyncIterator[dict[str, Any]] | None = None,
     ) -> None:
-        self.id = id
-        self.created = int(time.time())
         self.request = request
         self.model = request.model
         self.cache_status: CacheStatus = cache_status
         self.rate = rate
         self.timing = timing
-        self.usage = Usage()
-        self.completion: Completion | None = None
+        self.response = response
+        self.usage: dict[str, Any] | None = usage_of(response) if response else None
+        self.id: str | None = response.get("id") if response else None
         self._source = source
-        self._first = first
         self._on_finish = on_finish
-        self._choices = [Choice(index=i) for i in range(request.choice_count)]
-        self._pieces: list[tuple[int, str, int]] = []
-        self._consumed = False
-        self._cached = cached
+        self._chunks: list[dict[str, Any]] = []
+        self._finish: dict[int, str] = finish_reasons(response["choices"]) if response else {}
+        self._choices: set[int] = {c.get("index", 0) for c in response["choices"]} if response else set()
+        self._state: Literal["open", "streaming", "ended"] = "open" if source else "ended"
 
-    async def result(self) -> Completion:
-        """Run to the end and return the whole completion; a cache hit returns it at once."""
-        if self._cached is not None and not self._consumed:
-            self._consumed = True
-            self.completion, self.usage = self._cached, self._cached.usage
-            self.timing.finished = time.monotonic()
-            await self._on_finish(self, None)
-            return self._cached
-        events = self.events()
-        async with contextlib.aclosing(events):
-            async for _ in events:
-                pass
-        assert self.completion is not None
-        return self.completion
+    @property
+    def stream(self) -> bool:
+        return self._source is not None
 
-    async def events(self) -> AsyncIterator[Delta]:
-        """The deltas of every choice, in arrival order."""
-        if self._consumed:
-            raise RuntimeError("a generation can be streamed once")
-        self._consumed = True
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The chunks as the client gets them (the usage chunk only when it asked for it)."""
+        if self._source is None or self._state != "open":
+            raise RuntimeError("a generation can be streamed once, and only if it streams")
+        self._state = "streaming"
+        include_usage = self.request.include_usage
         error: BaseException | None = None
+        # Engines are always asked for the usage chunk, and vLLM then puts the system
+        # fingerprint on it instead of on each choice's last chunk. For a client that did not
+        # ask for usage, a choice's last chunk waits for the next chunk (one engine step at
+        # most) to be stamped as vLLM would have stamped it.
+        held: list[dict[str, Any]] = []
         try:
-            async with contextlib.aclosing(self._source):
-                if self._first is not None:
-                    first, self._first = self._first, None
-                    if (delta := self._take(first)) is not None:
-                        yield delta
-                async for event in self._source:
-                    if (delta := self._take(event)) is not None:
-                        yield delta
+            async for chunk in self._source:
+                self._take(chunk)
+                if include_usage:
+                    yield chunk
+                    continue
+                fingerprint = chunk.get("system_fingerprint") if is_usage_chunk(chunk) else None
+                for last in held:
+                    yield {**last, "system_fingerprint": fingerprint} if fingerprint else last
+                held = []
+                if is_usage_chunk(chunk):
+                    continue
+                if any(c.get("finish_reason") for c in chunk.get("choices") or ()):
+                    held.append(chunk)
+                else:
+                    yield chunk
+            for last in held:
+                yield last
             self.timing.finished = time.monotonic()
-            self.completion = Completion(self.model, self._choices, self.usage, self._pieces)
         except BaseException as exc:  # GeneratorExit included: the consumer stopped early
             error = exc
             raise
         finally:
+            await self._end(error)
+
+    async def aclose(self) -> None:
+        """End the generation now: a stream nobody read to its end is aborted, not cached."""
+        if self._state == "open" and self._source is not None:
+            await self._end(ConnectionAbortedError("the stream was closed before it was read"))
+
+    async def _end(self, error: BaseException | None) -> None:
+        if self._state == "ended":
+            return
+        self._state = "ended"
+        try:
+            if self._source is not None:
+                await self._source.aclose()  # type: ignore[attr-defined]
+        finally:
             await self._on_finish(self, error)
 
-    def _take(self, event: EngineEvent) -> Delta | None:
-        if isinstance(event, Usage):
-            self.usage = event
-            return None
-        choice = self._choices[event.index]
-        if event.text and self.timing.first_token is None:
+    def _take(self, chunk: dict[str, Any]) -> None:
+        if self.id is None:
+            self.id = chunk.get("id")
+        if self.timing.first_token is None:
             self.timing.first_token = time.monotonic()
-        choice.text += event.text
-        if event.logprobs is not None:
-            choice.logprobs = (choice.logprobs or []) + event.logprobs
-        if event.finish_reason is not None:
-            choice.finish_reason = event.finish_reason
-        self._pieces.append(
-            (event.index, event.text, len(event.logprobs) if event.logprobs is not None else -1)
-        )
-        return event
+        if is_usage_chunk(chunk):
+            self.usage = usage_of(chunk)
+        else:
+            choices = chunk.get("choices") or []
+            self._choices.update(c.get("index", 0) for c in choices)
+            self._finish.update(finish_reasons(choices))
+        self._chunks.append(chunk)
 
     @property
     def complete(self) -> bool:
-        """Every choice finished on its own (stop or length), nothing aborted."""
-        return self.completion is not None and all(
-            c.finish_reason in ("stop", "length") for c in self._choices
+        """Every choice finished on its own (stop, length, a tool call), nothing aborted."""
+        return (
+            self._state == "ended"
+            and bool(self._choices)
+            and all(self._finish.get(i) in FINISHED for i in self._choices)
+            and (self._source is None or self.timing.finished is not None)
         )
 
+    def answer(self) -> Answer | None:
+        """The finished answer, as the cache stores it; None for an unfinished one."""
+        if not self.complete:
+            return None
+        if self.response is not None:
+            return Answer(self.request.endpoint, "response", self.response)
+        return Answer(self.request.endpoint, "chunks", self._chunks)
 
-async def replay(completion: Completion) -> AsyncIterator[EngineEvent]:
-    """A cached completion as the same stream of deltas it was first generated as."""
-    by_index = {c.index: c for c in completion.choices}
-    last_piece = {index: pos for pos, (index, _, _) in enumerate(completion.pieces)}
-    offsets = dict.fromkeys(by_index, 0)
-    for pos, (index, text, n_logprobs) in enumerate(completion.pieces):
-        choice = by_index[index]
-        logprobs = None
-        if n_logprobs >= 0 and choice.logprobs is not None:
-            start = offsets[index]
-            logprobs = choice.logprobs[start : start + n_logprobs]
-            offsets[index] = start + n_logprobs
-        finish = choice.finish_reason if last_piece[index] == pos else None
-        yield Delta(index, text, finish, logprobs)
-    yield Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    @property
+    def completion_tokens(self) -> int:
+        return int((self.usage or {}).get("completion_tokens") or 0)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int((self.usage or {}).get("prompt_tokens") or 0)
+
+
+async def replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """A cached answer's chunks as a stream."""
+    for chunk in chunks:
+        yield chunk

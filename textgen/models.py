@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ class ModelEntry:
     loaded_at: float | None = None
     last_used: float = 0.0
     gpu_memory_gb: float | None = None
+    # What identifies the weights behind the model (cache key); kept after an unload.
+    weights: str | None = None
+    # Requests admitted and not finished yet (streams included).
+    active: int = 0
     # Set while a load is running, so concurrent requests for the model wait on it.
     loading: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -93,6 +98,7 @@ class ModelRegistry:
             entry = self.entries[spec.id] = ModelEntry(spec)
         if engine is not None:
             entry.engine, entry.status, entry.reason = engine, "loaded", None
+            entry.weights = engine.weights(spec.id)
             entry.loaded_at = entry.loaded_at or time.time()
         elif entry.engine is None:
             entry.status, entry.reason = self._resting_status(spec.id)
@@ -137,6 +143,13 @@ class ModelRegistry:
             backend=e.engine.kind if e.engine is not None else "vllm",
             owned_by=e.spec.owned_by, created=e.spec.created,
         )
+
+    def serve_args(self, model_id: str, overrides: dict[str, str]) -> tuple[str, ...]:
+        """`vllm serve` flags for a model: VLLM_SERVE_ARGS, else the catalog's defaults."""
+        given = overrides.get(model_id)
+        if given is not None:
+            return tuple(shlex.split(given))
+        return self.entry(model_id).spec.serve_args
 
     def rate_limit(self, model_id: str) -> int:
         """Requests per minute: an override from RATE_LIMITS, else the seed's size class."""
@@ -204,7 +217,9 @@ class ModelRegistry:
                 engine = await self._start_engine(model_id, folder)
                 after = self._gpu_used()
             except Exception as exc:
-                reason = exc.message if isinstance(exc, TextGenError) else type(exc).__name__
+                reason = (exc.message if isinstance(exc, TextGenError)
+                          else str(exc)[:300] if isinstance(exc, ValueError)  # bad serve flags
+                          else type(exc).__name__)
                 log.exception("loading %s failed", model_id)
                 e.status, e.reason = "error", reason
                 raise
@@ -215,6 +230,7 @@ class ModelRegistry:
             # Freezing moves them out of the collector's reach.
             gc.freeze()
             e.engine, e.status, e.loaded_at = engine, "loaded", time.time()
+            e.weights = engine.weights(model_id)
             e.last_used = time.monotonic()
             e.gpu_memory_gb = None if after is None else round(max(after - (before or 0), 0), 3)
             log.info("model %s loaded", model_id)

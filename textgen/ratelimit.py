@@ -72,7 +72,8 @@ class LocalWindow:
         if admitted:
             log.append(now)
         reset = (log[0] + WINDOW_SECONDS - now) if log else WINDOW_SECONDS
-        return RateDecision(admitted, limit, limit - len(log), max(reset, 0.0))
+        # A limit lowered below what the window holds leaves nothing remaining, not less.
+        return RateDecision(admitted, limit, max(limit - len(log), 0), max(reset, 0.0))
 
 
 class RateLimiter:
@@ -99,7 +100,8 @@ class RateLimiter:
             except CacheUnavailable:
                 pass  # Redis is down: hold the limit in this process until it is back
             else:
-                return RateDecision(bool(admitted), limit, int(remaining), int(reset_ms) / 1000)
+                return RateDecision(bool(admitted), limit, max(int(remaining), 0),
+                                    int(reset_ms) / 1000)
         return self._local.hit(model, limit)
 
     def health(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from .answer import Answer, new_id, now, renamed
 from .backends import RemoteBackends
 from .cache import (
     CacheUnavailable,
@@ -30,15 +31,15 @@ from .cache import (
 )
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
-from .errors import EngineOverloaded, ModelNotReady, RateLimited, TextGenError
+from .errors import EngineOverloaded, InvalidRequest, ModelNotReady, RateLimited, TextGenError
 from .generation import CacheStatus, Generation, Timing, replay
 from .metrics import Metrics
-from .models import ModelInfo, ModelRegistry
+from .models import ModelEntry, ModelInfo, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
+from .request import OpenAIRequest
 from .settings import Settings
 from .telemetry import TelemetrySampler
 from .tracing import NullTrace, RequestTrace, Tracing
-from .types import Completion, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +146,13 @@ class TextGen:
             dtype=s.DTYPE,
             max_model_len=s.MAX_MODEL_LEN,
             tensor_parallel_size=s.TENSOR_PARALLEL_SIZE,
+            pipeline_parallel_size=s.PIPELINE_PARALLEL_SIZE,
+            distributed_executor_backend=s.DISTRIBUTED_EXECUTOR_BACKEND,
             gpu_memory_utilization=s.GPU_MEMORY_UTILIZATION,
             max_num_batched_tokens=s.MAX_NUM_BATCHED_TOKENS,
             enforce_eager=s.ENFORCE_EAGER,
             cpu_kvcache_gb=s.VLLM_CPU_KVCACHE_SPACE,
+            serve_args=self.models.serve_args(model_id, s.VLLM_SERVE_ARGS),
         )
         return await VllmEngine.start(model_id, folder, options)
 
@@ -174,57 +178,130 @@ class TextGen:
 
     # --- generation -----------------------------------------------------------------------
 
-    async def open(self, request: GenerationRequest) -> Generation:
-        """Admit a request and start it: raises typed errors before any output is produced."""
+    async def open(self, request: OpenAIRequest) -> Generation:
+        """Admit a request and start it: raises typed errors before any output is produced.
+
+        A plain request comes back finished; a streamed one comes back ready to read.
+        """
         model = request.model
         label = model if model in self.models.entries else "_unknown"
         span = self.tracing.request(label)
         timing = Timing(started=time.monotonic())
         try:
             self.models.check_servable(model)
-            key = cache_key(request)
+            key = cache_key(request, await self._weights(model))
             status: CacheStatus = "BYPASS"
             if request.read_cache:
                 with span.child("cache.lookup"):
                     status, cached = await self._lookup(key, model)
                 if cached is not None:
-                    return self._generation(request, replay(cached), None, "HIT", None, timing,
-                                            key, span, cached)
-            with span.child("rate_limit"):
-                rate = await self._admit(model)
+                    return await self._hit(request, cached, timing, span)
             engine = await self._engine(model)
-            if engine.in_flight() >= self.settings.MAX_CONCURRENT_REQUESTS:
+            entry = self.models.entry(model)
+            if entry.active >= self.settings.MAX_CONCURRENT_REQUESTS:
                 raise EngineOverloaded(
                     f"The engine for '{model}' is at capacity "
                     f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
                 )
-            request_id = uuid.uuid4().hex
-            span.start_generation()  # ends with the last token, in _finish
-            source = engine.generate(request, request_id)
-            self.metrics.in_flight.labels(model).inc()
+            # Admission checks come before the limiter, so a client that honours a 503's
+            # Retry-After does not spend its own quota; the slot is held meanwhile.
+            entry.active += 1
             try:
-                first = await anext(source)
+                with span.child("rate_limit"):
+                    rate = await self._admit(model)
             except BaseException:
-                self.metrics.in_flight.labels(model).dec()
-                await source.aclose()
+                entry.active -= 1
                 raise
-            return self._generation(request, source, first, status, rate, timing, key, span)
+            return await self._generate(request, engine, entry, status, rate, timing, key, span)
         except TextGenError as exc:
             self.metrics.errors.labels(label, exc.code).inc()
             self._record(model, "BYPASS", exc.code, timing, None)
             span.end(error=exc.code)
             raise
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Convenience for notebooks: the deltas of a request."""
-        generation = await self.open(request)
-        async for delta in generation.events():
-            yield delta
+    async def _generate(self, request: OpenAIRequest, engine: Engine, entry: ModelEntry,
+                        status: CacheStatus, rate: RateDecision, timing: Timing, key: str,
+                        span: RequestTrace | NullTrace) -> Generation:
+        model = request.model
+        request_id = request.request_id or uuid.uuid4().hex
+        span.start_generation()  # ends with the last token, in _finish
+        self.metrics.in_flight.labels(model).inc()
 
-    async def complete(self, request: GenerationRequest) -> Completion:
-        """Run a request to the end and return the whole completion."""
-        generation = await self.open(request)
-        return await generation.result()
+        async def finish(generation: Generation, error: BaseException | None) -> None:
+            entry.active -= 1
+            self.metrics.in_flight.labels(model).dec()
+            await self._finish(generation, error, key, span)
+
+        try:
+            reply = await engine.generate(request, request_id)
+        except BaseException:
+            entry.active -= 1
+            self.metrics.in_flight.labels(model).dec()
+            raise
+        if reply.chunks is not None:
+            return Generation(request=request, cache_status=status, rate=rate, timing=timing,
+                              on_finish=finish, source=reply.chunks)
+        timing.first_token = timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status=status, rate=rate, timing=timing,
+                                on_finish=finish, response=reply.response)
+        await finish(generation, None)
+        return generation
+
+    async def _hit(self, request: OpenAIRequest, cached: Answer, timing: Timing,
+                   span: RequestTrace | NullTrace) -> Generation:
+        """A cached answer under a new id, in the form the request asks for."""
+        answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
+
+        async def finish(generation: Generation, error: BaseException | None) -> None:
+            await self._finish(generation, error, "", span)
+
+        if request.stream:
+            chunks = [renamed(c, answer_id, created) for c in cached.chunks()]
+            return Generation(request=request, cache_status="HIT", rate=None, timing=timing,
+                              on_finish=finish, source=replay(chunks))
+        timing.first_token = timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status="HIT", rate=None, timing=timing,
+                                on_finish=finish,
+                                response=renamed(cached.response(), answer_id, created))
+        await finish(generation, None)
+        return generation
+
+    async def stream(self, request: OpenAIRequest) -> AsyncIterator[dict[str, Any]]:
+        """Convenience for notebooks: the chunks of a request (streamed whatever it says)."""
+        generation = await self.open(request.streamed())
+        chunks = generation.chunks()
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def complete(self, request: OpenAIRequest) -> dict[str, Any]:
+        """Run a request to the end and return the whole response object."""
+        generation = await self.open(request.plain())
+        assert generation.response is not None
+        return generation.response
+
+    async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`/tokenize` or `/detokenize` by the engine serving the body's model."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("You must provide a model parameter.", param="model")
+        self.models.check_servable(model)
+        engine = await self._engine(model)
+        return await engine.tokenize(path, body)
+
+    async def _weights(self, model: str) -> str:
+        """What identifies the weights behind a model, for its cache key.
+
+        Known while an engine serves it (even a remote one that is down, so its cached answers
+        keep flowing) and after an in-process model was unloaded; a model that never loaded in
+        this process is waited for (a load in progress) or refused (not loaded).
+        """
+        entry = self.models.entry(model)
+        if entry.engine is not None:
+            return entry.engine.weights(model)
+        if entry.weights is not None:
+            return entry.weights
+        return (await self._engine(model)).weights(model)
 
     async def _engine(self, model: str) -> Engine:
         entry = self.models.entry(model)
@@ -238,7 +315,7 @@ class TextGen:
                 pass  # the load failed: engine_for says why
         return self.models.engine_for(model)
 
-    async def _lookup(self, key: str, model: str) -> tuple[CacheStatus, Completion | None]:
+    async def _lookup(self, key: str, model: str) -> tuple[CacheStatus, Answer | None]:
         try:
             cached = await self.cache.get(key)
         except CacheUnavailable:
@@ -262,24 +339,10 @@ class TextGen:
             )
         return decision
 
-    def _generation(self, request: GenerationRequest, source: Any, first: Any, status: CacheStatus,
-                    rate: RateDecision | None, timing: Timing, key: str,
-                    span: RequestTrace | NullTrace,
-                    cached: Completion | None = None) -> Generation:
-        async def finish(generation: Generation, error: BaseException | None) -> None:
-            await self._finish(generation, error, key, span)
-
-        return Generation(
-            id=f"cmpl-{uuid.uuid4().hex}", request=request, source=source, first=first,
-            cache_status=status, rate=rate, timing=timing, on_finish=finish, cached=cached,
-        )
-
     async def _finish(self, gen: Generation, error: BaseException | None, key: str,
                       span: RequestTrace | NullTrace) -> None:
         model = gen.model
         hit = gen.cache_status == "HIT"
-        if not hit:
-            self.metrics.in_flight.labels(model).dec()
         if error is not None:
             code = error.code if isinstance(error, TextGenError) else "aborted"
             if isinstance(error, TextGenError):
@@ -291,12 +354,13 @@ class TextGen:
             self.metrics.generation_seconds.labels(model).observe(gen.timing.total or 0.0)
             if gen.timing.time_to_first_token is not None:
                 self.metrics.time_to_first_token.labels(model).observe(gen.timing.time_to_first_token)
-            self.metrics.prompt_tokens.labels(model).inc(gen.usage.prompt_tokens)
-            self.metrics.completion_tokens.labels(model).inc(gen.usage.completion_tokens)
+            self.metrics.prompt_tokens.labels(model).inc(gen.prompt_tokens)
+            self.metrics.completion_tokens.labels(model).inc(gen.completion_tokens)
             # Only a generation that ran to its own end is stored: never an aborted one.
-            if gen.complete and gen.request.write_cache and gen.completion is not None:
+            answer = gen.answer()
+            if answer is not None and gen.request.write_cache:
                 try:
-                    await self.cache.set(key, gen.completion)
+                    await self.cache.set(key, answer)
                 except CacheUnavailable:
                     self.metrics.cache_errors.labels("set").inc()
         self._record(model, gen.cache_status, "ok", gen.timing, gen)
@@ -309,7 +373,7 @@ class TextGen:
             RequestRecord(
                 time=time.time(), model=model, cache=cache, outcome=outcome,
                 seconds=time.monotonic() - timing.started, ttft=timing.time_to_first_token,
-                completion_tokens=gen.usage.completion_tokens if gen is not None else 0,
+                completion_tokens=gen.completion_tokens if gen is not None else 0,
             )
         )
 

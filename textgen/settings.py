@@ -63,7 +63,12 @@ class Settings(BaseSettings):
         2.0, description="Time to open a connection to a remote vLLM server before it counts as down."
     )
     REMOTE_READ_TIMEOUT_SECONDS: float = Field(
-        60.0, description="Longest wait for the next piece of a remote server's answer (504 after)."
+        60.0, description="Longest wait for the next chunk of a remote server's stream, or for its "
+        "response headers (504 after)."
+    )
+    REMOTE_REQUEST_TIMEOUT_SECONDS: float = Field(
+        600.0, description="Longest wait for a remote server's whole answer to a plain (not "
+        "streamed) request, which comes in one piece when the generation ends (504 after).",
     )
     REMOTE_DISCOVERY_INTERVAL_SECONDS: float = Field(
         30.0, description="How often remote servers are asked for their models (every 2 s while down)."
@@ -80,10 +85,24 @@ class Settings(BaseSettings):
     )
     MAX_MODEL_LEN: int | None = Field(2048, description="Context length; None = model's own.")
     TENSOR_PARALLEL_SIZE: int = Field(1, description="GPUs one model is split over.")
+    PIPELINE_PARALLEL_SIZE: int = Field(
+        1, description="Pipeline stages one model is split over (GPUs or nodes, with Ray)."
+    )
+    DISTRIBUTED_EXECUTOR_BACKEND: str | None = Field(
+        None,
+        description="vLLM's executor for a model spread over GPUs: mp (one node) or ray "
+        "(several nodes); None = vLLM's choice.",
+    )
     GPU_MEMORY_UTILIZATION: float = Field(0.90, description="Share of GPU memory vLLM may use.")
     MAX_NUM_BATCHED_TOKENS: int | None = Field(8192, description="Tokens per engine step.")
     ENFORCE_EAGER: bool | None = Field(
         None, description="Disable graph compilation; None = eager on CPU, compiled on GPU."
+    )
+    VLLM_SERVE_ARGS: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object: model id -> more `vllm serve` flags for it (e.g. "
+        "'--tool-call-parser hermes --enable-auto-tool-choice', '--chat-template t.jinja', "
+        "'--reasoning-parser deepseek_r1'); replaces the catalog's defaults for that model.",
     )
     VLLM_CPU_KVCACHE_SPACE: int = Field(1, description="GB of KV cache for vLLM on a CPU.")
     MAX_LOADED_MODELS: int = Field(
@@ -113,7 +132,7 @@ class Settings(BaseSettings):
     TELEMETRY_HISTORY: int = Field(900, description="Samples kept in the telemetry ring.")
     LOG_LEVEL: str = Field("INFO", description="Python logging level.")
 
-    @field_validator("MODEL_PATHS", "RATE_LIMITS", mode="before")
+    @field_validator("MODEL_PATHS", "RATE_LIMITS", "VLLM_SERVE_ARGS", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,8 +1,10 @@
-"""From the form's widgets to the core's `GenerationRequest`, with readable refusals."""
+"""From the form's widgets to the OpenAI request the API would get, with readable refusals."""
 
 from __future__ import annotations
 
-from textgen import ChatMessage, GenerationRequest, SamplingOptions
+from typing import Any
+
+from textgen import OpenAIRequest
 
 from .errors import user_error
 
@@ -21,7 +23,7 @@ DEFAULTS = {
 }
 
 
-def parse_stop(text: str | None) -> tuple[str, ...]:
+def parse_stop(text: str | None) -> list[str]:
     """Stop sequences, one per line; `\\n` and `\\t` stand for a newline and a tab."""
     sequences = []
     for line in (text or "").splitlines():
@@ -32,7 +34,7 @@ def parse_stop(text: str | None) -> tuple[str, ...]:
     if len(sequences) > MAX_STOP_SEQUENCES:
         raise user_error(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed; "
                        f"you gave {len(sequences)}.")
-    return tuple(sequences)
+    return sequences
 
 
 def parse_seed(value: float | str | None) -> int | None:
@@ -46,28 +48,32 @@ def parse_seed(value: float | str | None) -> int | None:
 
 def sampling_options(max_tokens: float, temperature: float, top_p: float, n: float,
                      stop: str | None, presence_penalty: float, frequency_penalty: float,
-                     seed: float | str | None) -> SamplingOptions:
-    return SamplingOptions(
-        max_tokens=int(max_tokens),
-        temperature=float(temperature),
-        top_p=float(top_p),
-        n=int(n),
-        stop=parse_stop(stop),
-        presence_penalty=float(presence_penalty),
-        frequency_penalty=float(frequency_penalty),
-        seed=parse_seed(seed),
-    )
+                     seed: float | str | None) -> dict[str, Any]:
+    """The sampling fields of an OpenAI body, in OpenAI's order (unset ones left out)."""
+    options: dict[str, Any] = {
+        "max_tokens": int(max_tokens),
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "n": int(n),
+    }
+    if stops := parse_stop(stop):
+        options["stop"] = stops
+    options["presence_penalty"] = float(presence_penalty)
+    options["frequency_penalty"] = float(frequency_penalty)
+    if (parsed_seed := parse_seed(seed)) is not None:
+        options["seed"] = parsed_seed
+    return options
 
 
 def generation_request(model: str | None, mode: str, prompt: str | None,
-                       options: SamplingOptions, *, require_prompt: bool = True) -> GenerationRequest:
-    """The request the playground sends: chat messages or a raw prompt."""
+                       options: dict[str, Any], *, require_prompt: bool = True) -> OpenAIRequest:
+    """The request the playground sends, streamed: chat messages or a raw prompt."""
     if not model:
         raise user_error("Pick a model first.")
     prompt = prompt or ""
     if require_prompt and not prompt.strip():
         raise user_error("Type a prompt first.")
     if mode == CHAT:
-        return GenerationRequest(model=model, messages=(ChatMessage("user", prompt),),
-                                 options=options)
-    return GenerationRequest(model=model, prompts=(prompt,), options=options)
+        return OpenAIRequest.chat(model=model, messages=[{"role": "user", "content": prompt}],
+                                  **options, stream=True)
+    return OpenAIRequest.completion(model=model, prompt=prompt, **options, stream=True)

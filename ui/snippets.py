@@ -9,39 +9,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from textgen import GenerationRequest, SamplingOptions
+from textgen import OpenAIRequest
 
 TOKEN_VARIABLE = "API_TOKEN"
 
 
-def request_body(request: GenerationRequest, *, stream: bool = True) -> dict[str, Any]:
-    """The OpenAI-compatible JSON body for a request, fields in OpenAI's order."""
-    o: SamplingOptions = request.options
-    body: dict[str, Any] = {"model": request.model}
-    if request.messages is not None:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-    else:
-        prompts = list(request.prompts)
-        body["prompt"] = prompts[0] if len(prompts) == 1 else prompts
-    body["max_tokens"] = o.max_tokens
-    body["temperature"] = o.temperature
-    body["top_p"] = o.top_p
-    body["n"] = o.n
-    if o.stop:
-        body["stop"] = list(o.stop)
-    body["presence_penalty"] = o.presence_penalty
-    body["frequency_penalty"] = o.frequency_penalty
-    if o.seed is not None:
-        body["seed"] = o.seed
-    body["stream"] = stream
-    return body
+def request_body(request: OpenAIRequest, *, stream: bool = True) -> dict[str, Any]:
+    """The OpenAI-compatible JSON body of a request, as the playground sends it."""
+    return {**request.body, "stream": stream}
 
 
-def endpoint(request: GenerationRequest) -> str:
-    return "chat/completions" if request.kind == "chat" else "completions"
+def endpoint(request: OpenAIRequest) -> str:
+    return request.path.removeprefix("/v1/")
 
 
-def curl(request: GenerationRequest, api_base: str, *, auth: bool) -> str:
+def curl(request: OpenAIRequest, api_base: str, *, auth: bool) -> str:
     body = json.dumps(request_body(request), indent=2, ensure_ascii=False)
     lines = [f"curl -N {api_base}/{endpoint(request)} \\", '  -H "Content-Type: application/json" \\']
     if auth:
@@ -51,7 +33,7 @@ def curl(request: GenerationRequest, api_base: str, *, auth: bool) -> str:
     return "\n".join(lines)
 
 
-def httpx_code(request: GenerationRequest, api_base: str, *, auth: bool) -> str:
+def httpx_code(request: OpenAIRequest, api_base: str, *, auth: bool) -> str:
     body = _python_literal(request_body(request))
     headers = f'{{"Authorization": f"Bearer {{os.environ[\'{TOKEN_VARIABLE}\']}}"}}' if auth else "{}"
     return "\n".join([
@@ -75,10 +57,10 @@ def httpx_code(request: GenerationRequest, api_base: str, *, auth: bool) -> str:
     ])
 
 
-def openai_code(request: GenerationRequest, api_base: str, *, auth: bool) -> str:
+def openai_code(request: OpenAIRequest, api_base: str, *, auth: bool) -> str:
     body = request_body(request)
     body.pop("stream")
-    method = "chat.completions" if request.kind == "chat" else "completions"
+    method = "chat.completions" if request.endpoint == "chat" else "completions"
     key = f'os.environ["{TOKEN_VARIABLE}"]' if auth else '"EMPTY"'
     arguments = "\n".join(f"    {name}={value!r}," for name, value in body.items())
     return "\n".join([
@@ -98,7 +80,7 @@ def openai_code(request: GenerationRequest, api_base: str, *, auth: bool) -> str
     ])
 
 
-def snippets(request: GenerationRequest, api_base: str, *, auth: bool) -> tuple[str, str, str]:
+def snippets(request: OpenAIRequest, api_base: str, *, auth: bool) -> tuple[str, str, str]:
     """(curl, httpx, openai) for one request."""
     return (curl(request, api_base, auth=auth), httpx_code(request, api_base, auth=auth),
             openai_code(request, api_base, auth=auth))
@@ -110,11 +92,11 @@ def _python_literal(value: dict[str, Any]) -> str:
     return "{\n" + fields + ",\n}"
 
 
-def _piece(request: GenerationRequest) -> str:
-    if request.kind == "chat":
+def _piece(request: OpenAIRequest) -> str:
+    if request.endpoint == "chat":
         return 'choice["delta"].get("content") or ""'
     return 'choice["text"]'
 
 
-def _openai_piece(request: GenerationRequest) -> str:
-    return "choice.delta.content or \"\"" if request.kind == "chat" else "choice.text"
+def _openai_piece(request: OpenAIRequest) -> str:
+    return "choice.delta.content or \"\"" if request.endpoint == "chat" else "choice.text"

@@ -14,11 +14,11 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import gradio as gr
 
-from textgen import Generation, GenerationRequest, TextGen, TextGenError
+from textgen import Generation, OpenAIRequest, TextGen, TextGenError
 
 from .errors import user_message
 
@@ -46,13 +46,14 @@ def readiness_problem(textgen: TextGen, model: str) -> str | None:
 class Run:
     """One generation as the UI shows it: the text of each choice, its figures, its end."""
 
-    def __init__(self, textgen: TextGen, request: GenerationRequest, *,
+    def __init__(self, textgen: TextGen, request: OpenAIRequest, *,
                  problem: str | None = None) -> None:
         """`problem`: a reason known up front why this run cannot start (it then only says so)."""
         self.textgen = textgen
-        self.request = request
-        self.texts = [""] * request.choice_count
-        self.finish: list[str | None] = [None] * request.choice_count
+        self.request = request.streamed()
+        n = request.body.get("n") or 1
+        self.texts = [""] * n
+        self.finish: list[str | None] = [None] * n
         self.state: State = "waiting"
         self.error: str | None = problem
         self.generation: Generation | None = None
@@ -70,17 +71,23 @@ class Run:
         try:
             self.generation = await self.textgen.open(self.request)
             self.state = "streaming"
-            events = self.generation.events()
-            async with contextlib.aclosing(events):
-                async for delta in events:
-                    self.texts[delta.index] += delta.text
-                    self.pieces += bool(delta.text)
-                    if delta.finish_reason is not None:
-                        self.finish[delta.index] = delta.finish_reason
+            chunks = self.generation.chunks()
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    for index, text, finish in choice_pieces(chunk):
+                        if index >= len(self.texts):
+                            self.texts.append("")
+                            self.finish.append(None)
+                        self.texts[index] += text
+                        self.pieces += bool(text)
+                        if finish is not None:
+                            self.finish[index] = finish
                     self.version += 1
             self.state = "done"
         except asyncio.CancelledError:
             self.state = "stopped"
+            if self.generation is not None:
+                await self.generation.aclose()
             raise
         except TextGenError as exc:
             self.state, self.error = "error", user_message(exc)
@@ -111,13 +118,13 @@ class Run:
         ttft = gen.timing.time_to_first_token if gen is not None else None
         if self.state == "done" and gen is not None:
             total = gen.timing.total or elapsed
-            figures["prompt tokens"] = str(gen.usage.prompt_tokens)
-            figures["completion tokens"] = str(gen.usage.completion_tokens)
+            figures["prompt tokens"] = str(gen.prompt_tokens)
+            figures["completion tokens"] = str(gen.completion_tokens)
             if ttft is not None:
                 figures["first token"] = _seconds(ttft)
             figures["total"] = _seconds(total)
             if gen.cache_status != "HIT" and total > 0:
-                figures["tokens/s"] = f"{gen.usage.completion_tokens / total:.1f}"
+                figures["tokens/s"] = f"{gen.completion_tokens / total:.1f}"
             reasons = sorted({r for r in self.finish if r})
             if reasons:
                 figures["finish"] = ", ".join(reasons)
@@ -137,6 +144,16 @@ class Run:
             "stopped": "stopped — aborted in the engine",
             "error": f"error: {self.error}",
         }[self.state]
+
+
+def choice_pieces(chunk: dict[str, Any]) -> list[tuple[int, str, str | None]]:
+    """(choice index, new text, finish reason) of each choice in a completion or chat chunk."""
+    pieces = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
+        pieces.append((int(choice.get("index", 0)), text, choice.get("finish_reason")))
+    return pieces
 
 
 def _seconds(value: float) -> str:

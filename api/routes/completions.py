@@ -1,38 +1,54 @@
-"""POST /v1/completions and /v1/chat/completions: one pipeline, two schemas."""
+"""POST /v1/completions and /v1/chat/completions: the client's body into TextGen, as sent."""
 
 from __future__ import annotations
+
+import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from textgen import TextGen
+from textgen import Generation, OpenAIRequest, TextGen
+from textgen.request import Endpoint
 
 from ..deps import AuthorizedTextGenDep
-from ..http import cache_control, json_response, parse_body, stream_response
-from ..protocol import ChatCompletionRequest, CompletionRequest
-from ..rendering import ChatRenderer, CompletionRenderer
+from ..http import (
+    ClientLeft,
+    cache_control,
+    json_response,
+    read_json,
+    stream_response,
+    until_disconnect,
+)
 
 # Every route here takes AuthorizedTextGenDep: the token check and the TextGen in one dependency.
 router = APIRouter(tags=["completions"])
 
 
-async def _generate(request: Request, textgen: TextGen,
-                    schema: type[CompletionRequest] | type[ChatCompletionRequest],
-                    renderer_type: type[CompletionRenderer]) -> Response:
-    body = await parse_body(request, schema)
+async def _generate(request: Request, textgen: TextGen, endpoint: Endpoint) -> Response:
+    body = await read_json(request)
     read, write = cache_control(request.headers.get("cache-control"))
-    generation = await textgen.open(body.to_generation_request(read_cache=read, write_cache=write))
-    renderer = renderer_type(generation)
-    if body.stream:
-        return stream_response(generation, renderer, body.include_usage)
-    return await json_response(request, generation, renderer.response)
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    openai_request = OpenAIRequest(endpoint, body, read_cache=read, write_cache=write,
+                                   request_id=request_id)
+    try:
+        # A plain request runs to its end here; a stream is admitted and starts here.
+        generation = await until_disconnect(request, textgen.open(openai_request))
+    except ClientLeft as left:
+        if isinstance(left.result, Generation):
+            await left.result.aclose()  # a stream admitted as the client left: end it now
+        # Nobody reads this answer; returning one (nginx's 499) instead of raising keeps an
+        # ordinary hang-up out of the server's error log.
+        return Response(status_code=499)
+    if generation.stream:
+        return stream_response(generation, request_id)
+    return json_response(generation, request_id)
 
 
 @router.post("/v1/completions", summary="Create a completion (OpenAI-compatible)")
 async def create_completion(request: Request, textgen: AuthorizedTextGenDep) -> Response:
-    return await _generate(request, textgen, CompletionRequest, CompletionRenderer)
+    return await _generate(request, textgen, "completions")
 
 
 @router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
 async def create_chat_completion(request: Request, textgen: AuthorizedTextGenDep) -> Response:
-    return await _generate(request, textgen, ChatCompletionRequest, ChatRenderer)
+    return await _generate(request, textgen, "chat")

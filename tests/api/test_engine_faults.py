@@ -11,29 +11,37 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from api.app import create_app
-from textgen import GenerationFailed, Settings, TextGen
-from textgen.types import Delta, GenerationRequest, Usage
+from textgen import GenerationFailed, OpenAIRequest, Settings, TextGen
+from textgen.engines import EngineReply
 
 MODEL = "fake/model"
 
 
+def chunk(text: str) -> dict[str, Any]:
+    return {"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": MODEL,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": None}]}
+
+
 class FakeFailingEngine:
+    """Fails after two chunks of every stream, and every plain request; holds "gate" prompts."""
+
     kind = "vllm"
 
     def __init__(self) -> None:
         self.running = 0
         self.gate_full = asyncio.Event()  # set once two requests are held at the gate
 
-    def in_flight(self) -> int:
-        return self.running
+    def weights(self, model: str) -> str:
+        return "fake-weights"
 
-    async def generate(self, request: GenerationRequest, request_id: str) -> AsyncIterator[Delta | Usage]:
-        if request.prompts[0] == "gate":
+    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        if request.body.get("prompt") == "gate":
             self.running += 1
             if self.running == 2:
                 self.gate_full.set()
@@ -41,9 +49,17 @@ class FakeFailingEngine:
                 await asyncio.sleep(3600)
             finally:
                 self.running -= 1
-        yield Delta(0, "Hello")
-        yield Delta(0, " wor")
+        if not request.stream:
+            raise GenerationFailed("The engine failed while generating (EngineDeadError).")
+        return EngineReply(chunks=self._chunks())
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        yield chunk("Hello")
+        yield chunk(" wor")
         raise GenerationFailed("The engine failed while generating (EngineDeadError).")
+
+    async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
 
     async def close(self) -> None:
         pass

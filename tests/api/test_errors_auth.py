@@ -82,25 +82,15 @@ def test_model_without_weights_fails_at_once_with_a_clear_4xx(client: TestClient
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"model": DEFAULT_MODEL, "prompt": "x", "temperature": 5}, "temperature"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "max_tokens": 0}, "max_tokens"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "max_tokens": "many"}, "max_tokens"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "n": 0}, "n"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "top_p": 0}, "top_p"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "logprobs": 99}, "logprobs"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "presence_penalty": 3}, "presence_penalty"),
-    ({"model": DEFAULT_MODEL, "prompt": 5}, "prompt"),
-    ({"model": DEFAULT_MODEL, "prompt": ""}, "prompt"),
-    ({"model": DEFAULT_MODEL, "prompt": []}, "prompt"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
-    ({"model": DEFAULT_MODEL, "prompt": "x", "best_of": 3}, "best_of"),
     ({"prompt": "x"}, "model"),
-    ({"model": DEFAULT_MODEL, "messages": []}, "messages"),
+    ({"model": 5, "prompt": "x"}, "model"),
+    ({"model": "", "prompt": "x"}, "model"),
+    ({"model": DEFAULT_MODEL, "prompt": "x", "stream": "yes"}, "stream"),
 ])
-def test_invalid_parameters_are_400_with_the_param(client: TestClient, body: dict, param: str) -> None:
-    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
-    assert_envelope(client.post(path, headers=AUTH, json=body), 400, param=param)
+def test_what_the_lab_reads_itself_is_checked_before_anything(client: TestClient, body: dict,
+                                                               param: str) -> None:
+    # Every other field is the engine's to judge (vLLM's own validation: tests/api/test_protocol.py).
+    assert_envelope(client.post("/v1/completions", headers=AUTH, json=body), 400, param=param)
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b"null"])
@@ -112,21 +102,6 @@ def test_malformed_json_is_400(client: TestClient, raw: bytes) -> None:
 def test_unknown_route_and_method_use_the_envelope(client: TestClient) -> None:
     assert_envelope(client.get("/v1/nothing", headers=AUTH), 404)
     assert_envelope(client.get("/v1/completions", headers=AUTH), 405)
-
-
-def test_rate_limit_refusal_is_429_with_openai_headers(client: TestClient) -> None:
-    # The model is not loaded here: admitted requests get 503 (not ready), refused ones 429.
-    statuses = []
-    for _ in range(4):
-        r = client.post("/v1/completions", headers=AUTH, json={"model": DEFAULT_MODEL,
-                                                              "prompt": "rate me"})
-        statuses.append(r.status_code)
-    assert statuses == [503, 503, 503, 429]
-    assert r.headers["x-ratelimit-limit-requests"] == "3"
-    assert r.headers["x-ratelimit-remaining-requests"] == "0"
-    assert r.headers["x-ratelimit-reset-requests"].endswith("s")
-    assert 1 <= int(r.headers["Retry-After"]) <= 60
-    assert_envelope(r, 429, "rate_limit_exceeded")
 
 
 def test_not_loaded_model_is_503_with_retry_after(client: TestClient) -> None:

@@ -110,9 +110,13 @@ def test_logprobs_and_echo(client: openai.OpenAI) -> None:
     choice = r.choices[0]
     assert choice.text.startswith(prompt)
     lp = choice.logprobs
-    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4
-    assert all(v <= 0 for v in lp.token_logprobs)
-    assert all(1 <= len(t) <= 3 for t in lp.top_logprobs)
+    # The prompt's tokens and the 4 generated ones, as scoring harnesses need them; the first
+    # token has no logprob (nothing comes before it).
+    count = r.usage.prompt_tokens + 4
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == count
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:])
+    assert all(1 <= len(t) <= 3 for t in lp.top_logprobs[1:])
 
 
 def test_streaming_with_usage(client: openai.OpenAI) -> None:

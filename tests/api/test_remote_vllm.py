@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -35,15 +35,6 @@ class Api:
     upstream: openai.AsyncOpenAI
     server: VllmServer
     app: object
-
-
-@pytest.fixture(scope="module")
-def vllm() -> Iterator[VllmServer]:
-    server = VllmServer.shared()
-    yield server
-    # With this module, not at the end of the session: ~3 GB and an idle engine's CPU freed
-    # for the tests that follow (the browser tests are sensitive to a busy machine).
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +125,41 @@ async def test_a_second_identical_request_is_a_cache_hit(api: Api) -> None:
         second = await c.post("/v1/completions", json=body)
     assert first.headers["x-cache"] in ("MISS", "BYPASS") and second.headers["x-cache"] == "HIT"
     assert first.json()["choices"] == second.json()["choices"]
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                          "required": ["city"]}}}]
+
+
+async def test_structured_output_and_tools_pass_through(api: Api) -> None:
+    """Fields the lab never reads reach the upstream as sent: the answers are the upstream's."""
+    messages = [{"role": "user", "content": "What is the weather in Paris? Reply in JSON."}]
+    for extra in ({"response_format": {"type": "json_object"}},
+                  {"tools": TOOLS, "tool_choice": {"type": "function",
+                                                   "function": {"name": "get_weather"}}}):
+        args = {"model": MODEL, "messages": messages, "max_tokens": 60, "temperature": 0,
+                "extra_headers": {"Cache-Control": "no-cache, no-store"}, **extra}
+        ours = await api.ours.chat.completions.create(**args)  # type: ignore[call-overload]
+        theirs = await api.upstream.chat.completions.create(**args)  # type: ignore[call-overload]
+        mine, upstream = ours.choices[0].message, theirs.choices[0].message
+        assert mine.content == upstream.content
+        assert [(c.function.name, c.function.arguments) for c in mine.tool_calls or ()] == \
+            [(c.function.name, c.function.arguments) for c in upstream.tool_calls or ()]
+    assert mine.tool_calls and mine.tool_calls[0].function.name == "get_weather"
+
+
+async def test_requests_differing_only_in_format_or_tools_do_not_share_an_entry(api: Api) -> None:
+    base = {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Rome?"}],
+            "max_tokens": 30, "temperature": 0}
+    variants = [base, {**base, "response_format": {"type": "json_object"}},
+                {**base, "tools": TOOLS},
+                {**base, "tools": TOOLS, "tool_choice": "required"}]
+    async with httpx.AsyncClient(base_url=api.url, timeout=120,
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        first = [(await c.post("/v1/chat/completions", json=v)).headers["x-cache"] for v in variants]
+        again = [(await c.post("/v1/chat/completions", json=v)).headers["x-cache"] for v in variants]
+    assert first == ["MISS"] * 4 and again == ["HIT"] * 4
 
 
 async def test_the_upstreams_validation_error_is_a_400_in_our_envelope(api: Api) -> None:

@@ -47,6 +47,27 @@ def redis_server() -> Iterator[str]:
         proc.wait(10)
 
 
+INSTANT_MODEL = "bench/instant-7b"
+
+
+@contextmanager
+def instant_upstream() -> Iterator[str]:
+    """benchmarks/instant_upstream.py on a free port: a fake OpenAI server that answers at once.
+
+    For tests of what the lab does around generation (limits, admission) in labs that have no
+    engine of their own; it serves the model INSTANT_MODEL.
+    """
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "instant_upstream.py"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _wait_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

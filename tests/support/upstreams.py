@@ -2,8 +2,10 @@
 
 `VllmServer.shared()` starts one real `vllm.entrypoints.openai.api_server` with the embedded
 SmolLM2 for the whole test run (at most one alive: it costs ~3 GB and ~30 s to start) and stops
-it at exit; TEXTGEN_TEST_VLLM_URL names one already running instead (handy while iterating). `FakeUpstream` stands in only where a real vLLM cannot be made to fail on demand:
-down, slow, garbage, a stream cut short; it also counts connections and sees disconnects.
+it at exit; TEXTGEN_TEST_VLLM_URL names one already running instead (handy while iterating).
+`FakeUpstream` answers as vLLM's server does and stands in only where a real vLLM cannot be
+made to fail on demand (down, slow, garbage, a stream cut short, an error status) or to hold an
+answer while a test looks; it records what reached it, counts connections and sees disconnects.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,6 +99,10 @@ class VllmServer:
             "--dtype",
             "float32",
             "--no-enable-prefix-caching",
+            # The embedded model's tool-call flags, as the lab serves it (textgen.catalog).
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -145,16 +151,29 @@ class VllmServer:
 
 
 class FakeUpstream:
-    """A fake OpenAI-compatible server on loopback whose behaviour a test sets with `mode`.
+    """A fake vLLM OpenAI server on loopback whose behaviour a test sets with `mode`.
 
-    ok        answers as vLLM does: SSE chunks (one per word of `reply`), usage, [DONE]
-    drip      the same, one chunk every `drip_seconds`, for `drip_chunks` chunks
-    slow      reads the request and never answers
+    It answers as `vllm serve` does: a plain request (`stream` false or absent) gets one JSON
+    `text_completion` or `chat.completion` object with usage; a streamed one gets SSE chunks
+    (one per word of `reply`), then the usage chunk if `stream_options.include_usage`, then
+    `data: [DONE]`. Like vLLM it refuses a model it does not serve (404) and `stream_options`
+    on a plain request (400). The modes:
+
+    ok        answers at once
+    hold      waits for `release` before a plain answer, or after `hold_after` chunks of a
+              stream; `holding` is set while a request waits there
+    drip      a stream sends `drip_chunks` chunks, one every `drip_seconds`; a plain answer
+              comes after as long
+    slow      reads the request and never answers (until the client leaves)
     garbage   answers bytes that are not HTTP
-    bad_json  a 200 event stream whose chunk is not JSON
-    cut       one chunk, then closes the connection without [DONE]
-    error500  HTTP 500 with an OpenAI error body
-    error400  HTTP 400 with an OpenAI error body (the client's mistake, passed on)
+    bad_json  a 200 whose body (a stream's second chunk) is not JSON
+    cut       half a plain body, or a stream's first chunk, then closes the connection
+    error<N>  HTTP N with vLLM's error body (error400 names `max_tokens` as the param)
+
+    What reached it is recorded: `bodies` and `headers` of each generation request, `answers`
+    (the response object, or the list of chunks it sent), `connections` (accepted so far),
+    `open_connections`, and `disconnects` / `disconnected` for clients that left before their
+    answer ended.
     """
 
     def __init__(
@@ -169,26 +188,39 @@ class FakeUpstream:
         self.models = models
         self.reply = reply
         self.port = port
+        self.hold_after = 1
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
         self.drip_seconds = 0.05
         self.drip_chunks = 200
         self.connections = 0
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.answers: list[Any] = []
         self.disconnects = 0
         self.disconnected = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections a client holds open to this server now."""
+        return len(self._writers)
+
     async def start(self) -> FakeUpstream:
+        self._stopping = False
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
+            self._stopping = True  # the connections it closes now are not clients leaving
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
@@ -206,6 +238,8 @@ class FakeUpstream:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # --- one connection -------------------------------------------------------------------
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
@@ -219,7 +253,7 @@ class FakeUpstream:
                     for k, _, v in (h.partition(":") for h in header_lines if h)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
-                if not await self._answer(method, path, body, writer):
+                if not await self._answer(method, path, headers, body, reader, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -227,106 +261,132 @@ class FakeUpstream:
             self._writers.discard(writer)
             writer.close()
 
-    async def _answer(
-        self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Write one answer; False closes the connection."""
         if self.mode == "garbage":
             writer.write(b"SURPRISE \x00\x01 this is not http\r\n\r\n")
             await writer.drain()
             return False
         if self.mode == "slow":
-            await asyncio.sleep(3600)
+            await self._wait(reader)  # returns only when the client leaves
+            return False
         if method == "GET" and path == "/v1/models":
             data = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in self.models
+                {"id": m, "object": "model", "created": 0, "owned_by": "vllm", "root": m,
+                 "max_model_len": 2048}
+                for m in self.models
             ]
             return await self._json(writer, 200, {"object": "list", "data": data})
         request = orjson.loads(body)
         self.bodies.append(request)
+        self.headers.append(headers)
         if request.get("model") not in self.models:  # vLLM's own answer and body
-            return await self._json(
-                writer,
-                404,
-                {
-                    "error": {
-                        "message": f"The model `{request.get('model')}` does not exist.",
-                        "type": "NotFoundError",
-                        "param": "model",
-                        "code": 404,
-                    }
-                },
+            return await self._error(
+                writer, 404, f"The model `{request.get('model')}` does not exist.", "model")
+        if path in ("/tokenize", "/detokenize"):
+            return await self._json(writer, 200, _tokenized(path, request))
+        if self.mode.startswith("error"):
+            status = int(self.mode[5:])
+            return await self._error(writer, status, f"fake upstream error {status}",
+                                     "max_tokens" if status == 400 else None)
+        stream = bool(request.get("stream"))
+        if request.get("stream_options") and not stream:  # vLLM's request validation
+            return await self._error(
+                writer, 400, "Stream options can only be defined when `stream=True`.",
+                "stream_options")
+        answer = _Answer(path.endswith("/chat/completions"), request, len(self.answers))
+        words = self.reply.split(" ")
+        if self.mode == "drip":
+            words = [f"w{i}" for i in range(self.drip_chunks)]
+        if stream:
+            return await self._stream(answer, words, reader, writer)
+        if self.mode == "hold" and not await self._wait(reader, event=self.release):
+            return False
+        if self.mode == "drip" and not await self._wait(reader, self.drip_seconds * len(words)):
+            return False
+        response = answer.response(words)
+        self.answers.append(response)
+        if self.mode == "bad_json":
+            return await self._raw(writer, 200, b"{this is not json")
+        if self.mode == "cut":
+            content = orjson.dumps(response)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % len(content) + content[: len(content) // 2]
             )
-        if self.mode in ("error500", "error400"):
-            status = int(self.mode[-3:])
-            return await self._json(
-                writer,
-                status,
-                {
-                    "error": {
-                        "message": f"fake upstream error {status}",
-                        "type": "BadRequestError",
-                        "param": "max_tokens" if status == 400 else None,
-                        "code": status,
-                    }
-                },
-            )
+            await writer.drain()
+            return False
+        return await self._json(writer, 200, response)
+
+    async def _stream(self, answer: _Answer, words: list[str], reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
         )
-        chat = path.endswith("/chat/completions")
-        words = self.reply.split(" ")
-        if self.mode == "drip":
-            words = [f"w{i}" for i in range(self.drip_chunks)]
+        chunks = answer.chunks(words)
+        self.answers.append(chunks)
         try:
-            for i, word in enumerate(words):
-                last = i == len(words) - 1
-                piece = word if i == 0 else " " + word
-                choice: dict[str, Any] = (
-                    {
-                        "index": 0,
-                        "delta": {"content": piece},
-                        "finish_reason": "length" if last else None,
-                    }
-                    if chat
-                    else {
-                        "index": 0,
-                        "text": piece,
-                        "logprobs": None,
-                        "finish_reason": "length" if last else None,
-                    }
-                )
+            for i, chunk in enumerate(chunks):
+                if self.mode == "hold" and i == self.hold_after:
+                    await writer.drain()
+                    if not await self._wait(reader, event=self.release):
+                        return False
+                data = orjson.dumps(chunk)
                 if self.mode == "bad_json" and i == 1:
-                    await _chunk(writer, b"data: {this is not json\n\n")
-                    continue
-                await _chunk(
-                    writer, b"data: " + orjson.dumps({"id": "x", "choices": [choice]}) + b"\n\n"
-                )
+                    data = b"{this is not json"
+                await _chunk(writer, b"data: " + data + b"\n\n")
                 if self.mode == "cut":
                     writer.close()
                     return False
-                if self.mode == "drip":
-                    await asyncio.sleep(self.drip_seconds)
-            usage = {
-                "prompt_tokens": 4,
-                "completion_tokens": len(words),
-                "total_tokens": 4 + len(words),
-            }
-            await _chunk(
-                writer,
-                b"data: " + orjson.dumps({"id": "x", "choices": [], "usage": usage}) + b"\n\n",
-            )
+                drip = self.mode == "drip" and chunk.get("choices")
+                if drip and not await self._wait(reader, self.drip_seconds):
+                    return False
             await _chunk(writer, b"data: [DONE]\n\n")
             await _chunk(writer, b"")
         except ConnectionError:
-            self.disconnects += 1
-            self.disconnected.set()
+            self._client_left()
             return False
         return True
 
+    async def _wait(self, reader: asyncio.StreamReader, seconds: float | None = None, *,
+                    event: asyncio.Event | None = None) -> bool:
+        """Wait `seconds`, or for `event`; False if the client leaves first (a disconnect)."""
+        # A client waiting for its answer sends nothing: the reader returns only at its EOF.
+        waits = [asyncio.ensure_future(_eof(reader))]
+        if seconds is not None:
+            waits.append(asyncio.ensure_future(asyncio.sleep(seconds)))
+        if event is not None:
+            waits.append(asyncio.ensure_future(event.wait()))
+            self.holding.set()
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.holding.clear()
+            for waiting in waits:
+                waiting.cancel()
+        if waits[0] in done:
+            self._client_left()
+            return False
+        return True
+
+    def _client_left(self) -> None:
+        if not self._stopping:
+            self.disconnects += 1
+            self.disconnected.set()
+
+    async def _error(self, writer: asyncio.StreamWriter, status: int, message: str,
+                     param: str | None) -> bool:
+        kind = {400: "BadRequestError", 404: "NotFoundError", 501: "NotImplementedError"}
+        error = {"message": message, "type": kind.get(status, "Error"), "param": param,
+                 "code": status}
+        return await self._json(writer, status, {"error": error})
+
     async def _json(self, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
-        body = orjson.dumps(payload)
+        return await self._raw(writer, status, orjson.dumps(payload))
+
+    async def _raw(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> bool:
         writer.write(
             f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n\r\n".encode()
@@ -336,11 +396,88 @@ class FakeUpstream:
         return True
 
 
+class _Answer:
+    """The objects vLLM's server would send for one request, its reply given word by word."""
+
+    def __init__(self, chat: bool, request: dict[str, Any], number: int) -> None:
+        self.chat = chat
+        self.head = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-fake{number}",
+            "created": 1700000000 + number,
+            "model": request["model"],
+        }
+        options = request.get("stream_options")
+        self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def _usage(self, words: list[str]) -> dict[str, int]:
+        return {"prompt_tokens": 4, "total_tokens": 4 + len(words),
+                "completion_tokens": len(words)}
+
+    def response(self, words: list[str]) -> dict[str, Any]:
+        text = " ".join(words)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
+             "logprobs": None, "finish_reason": "length", "stop_reason": None}
+            if self.chat
+            else {"index": 0, "text": text, "logprobs": None, "finish_reason": "length",
+                  "stop_reason": None}
+        )
+        return {**self.head, "object": "chat.completion" if self.chat else "text_completion",
+                "choices": [choice], "usage": self._usage(words),
+                "system_fingerprint": "fake-fingerprint"}
+
+    def chunks(self, words: list[str]) -> list[dict[str, Any]]:
+        head = {**self.head, "object": "chat.completion.chunk" if self.chat else "text_completion"}
+        chunks = []
+        if self.chat:  # vLLM's first chat chunk names the role
+            chunks.append({**head, "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                 "finish_reason": None}]})
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            finish = "length" if i == len(words) - 1 else None
+            choice: dict[str, Any] = (
+                {"index": 0, "delta": {"content": piece}, "logprobs": None,
+                 "finish_reason": finish}
+                if self.chat
+                else {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish,
+                      "stop_reason": None}
+            )
+            chunks.append({**head, "choices": [choice]})
+        if self.include_usage:
+            # vLLM stamps the fingerprint on the usage chunk when there is one, else on the
+            # chunk that finishes the choice.
+            chunks.append({**head, "choices": [], "usage": self._usage(words),
+                           "system_fingerprint": "fake-fingerprint"})
+        else:
+            chunks[-1]["system_fingerprint"] = "fake-fingerprint"
+        return chunks
+
+
+def _tokenized(path: str, request: dict[str, Any]) -> dict[str, Any]:
+    if path == "/detokenize":
+        return {"prompt": " ".join(f"t{t}" for t in request.get("tokens", []))}
+    tokens = list(range(len(str(request.get("prompt", "")).split())))
+    return {"count": len(tokens), "max_model_len": 2048, "tokens": tokens, "token_strs": None}
+
+
+async def _eof(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError):
+        await reader.read(1)
+
+
 async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     await writer.drain()
     if writer.is_closing():
         raise ConnectionResetError
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `condition()` holds (state with no event to wait on), `within` seconds."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 (polled: nothing signals this state)
+            await asyncio.sleep(0.01)
 
 
 # --- our own API, served for real -----------------------------------------------------------

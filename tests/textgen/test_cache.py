@@ -10,45 +10,37 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.support.processes import redis_server
+from textgen import Answer
 from textgen.cache import (
     CacheUnavailable,
     CircuitBreaker,
     MemoryCache,
     RedisCache,
-    dump_completion,
-    load_completion,
+    dump_answer,
+    load_answer,
 )
-from textgen.generation import replay
-from textgen.types import Choice, Completion, Delta, TokenLogprob, Usage
 
 
-def sample_completion() -> Completion:
-    lp = [TokenLogprob("o", -0.1, (("o", -0.1), ("a", -2.0))), None]
-    return Completion(
-        model="m",
-        choices=[Choice(0, "o mar", "stop", lp), Choice(1, "azul", "length", None)],
-        usage=Usage(5, 4),
-        pieces=[(0, "o", 1), (1, "az", -1), (0, " mar", 1), (1, "ul", -1)],
-    )
+def sample_answer() -> Answer:
+    chunks = [
+        {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+         "choices": [{"index": 0, "text": "o", "logprobs": None, "finish_reason": None}]},
+        {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+         "choices": [{"index": 0, "text": " mar", "logprobs": None, "finish_reason": "stop"}]},
+        {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [],
+         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}},
+    ]
+    return Answer("completions", "chunks", chunks)
 
 
-def test_completion_round_trips_through_json() -> None:
-    completion = sample_completion()
-    assert load_completion(dump_completion(completion)) == completion
-
-
-async def test_replay_keeps_the_original_chunking() -> None:
-    events = [e async for e in replay(sample_completion())]
-    deltas = [e for e in events if isinstance(e, Delta)]
-    assert [(d.index, d.text) for d in deltas] == [(0, "o"), (1, "az"), (0, " mar"), (1, "ul")]
-    assert [d.finish_reason for d in deltas] == [None, None, "stop", "length"]
-    assert deltas[0].logprobs is not None and deltas[0].logprobs[0].token == "o"
-    assert events[-1] == Usage(5, 4)
+def test_answer_round_trips_through_json() -> None:
+    answer = sample_answer()
+    assert load_answer(dump_answer(answer)) == answer
 
 
 async def test_memory_cache_is_a_bounded_lru_with_ttl() -> None:
     cache = MemoryCache(max_entries=2, ttl_seconds=60)
-    c = sample_completion()
+    c = sample_answer()
     await cache.set("a", c)
     await cache.set("b", c)
     assert await cache.get("a") == c  # touch a: b is now least recently used
@@ -65,8 +57,8 @@ async def test_redis_cache_stores_with_ttl(redis_url: str) -> None:
     cache = RedisCache(client, ttl_seconds=3600, breaker=CircuitBreaker("test"))
     key = f"vllm:test-{uuid.uuid4().hex}"
     assert await cache.get(key) is None
-    await cache.set(key, sample_completion())
-    assert await cache.get(key) == sample_completion()
+    await cache.set(key, sample_answer())
+    assert await cache.get(key) == sample_answer()
     assert 3590 < await client.ttl(key) <= 3600
     await client.aclose()
 
@@ -76,7 +68,7 @@ async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
         client = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         breaker = CircuitBreaker("test", base_pause=0.2, max_pause=0.4)
         cache = RedisCache(client, ttl_seconds=60, breaker=breaker)
-        await cache.set("vllm:k", sample_completion())
+        await cache.set("vllm:k", sample_answer())
         port = int(url.rsplit(":", 1)[1].split("/")[0])
     # redis-server is stopped now
     loop = asyncio.get_running_loop()
@@ -94,12 +86,12 @@ async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
         for _ in range(50):
             await asyncio.sleep(0.1)
             try:
-                await cache.set("vllm:k2", sample_completion())
+                await cache.set("vllm:k2", sample_answer())
                 break
             except CacheUnavailable:
                 continue
         assert cache.health() == "ok"
-        assert await cache.get("vllm:k2") == sample_completion()
+        assert await cache.get("vllm:k2") == sample_answer()
     finally:
         await client.aclose()
         proc.terminate()

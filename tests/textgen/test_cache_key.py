@@ -1,73 +1,97 @@
-"""The cache key covers every output-affecting field, and nothing else."""
+"""The cache key is the whole canonical body, minus a documented list of fields.
+
+Properties, by hypothesis: equal requests have equal keys whatever the order of their fields;
+any change to a field outside IGNORED_FIELDS, a field the lab has never heard of included,
+changes the key.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from api.protocol import CompletionRequest
-from textgen.cache import KEY_PREFIX, cache_key
-from textgen.types import ChatMessage, GenerationRequest, SamplingOptions
+from textgen import OpenAIRequest
+from textgen.cache import IGNORED_FIELDS, KEY_PREFIX, cache_key
 
-BASE = GenerationRequest(model="m", prompts=("Escreva um poema sobre",), options=SamplingOptions())
+BASE: dict[str, Any] = {"model": "m", "prompt": "Escreva um poema sobre", "max_tokens": 16}
 
-# A changed value for every field of SamplingOptions: adding a field without listing it here
-# fails test_every_option_is_covered.
-CHANGED = {
-    "max_tokens": 17, "temperature": 0.5, "top_p": 0.9, "n": 2, "stop": ("\n\n",),
-    "presence_penalty": 0.1, "frequency_penalty": 0.1, "seed": 7, "logprobs": 1, "echo": True,
-    "logit_bias": ((5, 1.0),), "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1,
-    "min_tokens": 2, "ignore_eos": True, "stop_token_ids": (2,),
-}
-
-
-def test_every_option_is_covered() -> None:
-    assert set(CHANGED) == {f.name for f in dataclasses.fields(SamplingOptions)}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=6,
+)
+field_names = st.text(min_size=1, max_size=12).filter(lambda k: k not in IGNORED_FIELDS and k != "model")
 
 
-@pytest.mark.parametrize("field", sorted(CHANGED))
-def test_changing_any_sampling_option_changes_the_key(field: str) -> None:
-    changed = dataclasses.replace(BASE, options=dataclasses.replace(BASE.options, **{field: CHANGED[field]}))
-    assert cache_key(changed) != cache_key(BASE)
-
-
-def test_model_prompt_and_messages_change_the_key() -> None:
-    keys = {
-        cache_key(BASE),
-        cache_key(dataclasses.replace(BASE, model="other")),
-        cache_key(dataclasses.replace(BASE, prompts=("Escreva um poema sobre o mar",))),
-        cache_key(dataclasses.replace(BASE, prompts=("a", "b"))),
-        cache_key(dataclasses.replace(BASE, prompts=([1, 2, 3],))),
-        cache_key(dataclasses.replace(BASE, prompts=(), messages=(ChatMessage("user", "hi"),))),
-        cache_key(dataclasses.replace(BASE, prompts=(), messages=(ChatMessage("system", "hi"),))),
-    }
-    assert len(keys) == 7
+def key(body: dict[str, Any], endpoint: str = "completions", weights: str = "w") -> str:
+    return cache_key(OpenAIRequest(endpoint, body), weights)  # type: ignore[arg-type]
 
 
 def test_key_is_prefixed_and_stable() -> None:
-    key = cache_key(BASE)
-    assert key.startswith(KEY_PREFIX) and key == cache_key(dataclasses.replace(BASE))
-    assert len(key) == len(KEY_PREFIX) + 64
+    k = key(BASE)
+    assert k.startswith(KEY_PREFIX) and len(k) == len(KEY_PREFIX) + 64
+    assert k == key(dict(BASE))
 
 
-def _key(**body: object) -> str:
-    request = CompletionRequest.model_validate({"model": "m", "prompt": "p", **body})
-    return cache_key(request.to_generation_request(read_cache=True, write_cache=True))
+@given(st.dictionaries(field_names, json_values, max_size=5), st.randoms())
+def test_field_order_does_not_matter(extra: dict[str, Any], rnd: Any) -> None:
+    body = {**BASE, **extra}
+    items = list(body.items())
+    rnd.shuffle(items)
+    assert key(dict(items)) == key(body)
 
 
-def test_stream_and_user_do_not_change_the_key() -> None:
-    plain = _key()
-    assert _key(stream=True) == plain
-    assert _key(stream=True, stream_options={"include_usage": True}) == plain
-    assert _key(user="alice") == plain
+@given(field_names, json_values, json_values)
+def test_any_field_change_changes_the_key(name: str, a: Any, b: Any) -> None:
+    # Two values are the same request when they serialise the same (1 and 1.0 do not).
+    if json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True):
+        return
+    assert key({**BASE, name: a}) != key({**BASE, name: b})
 
 
-def test_defaults_spelled_out_share_the_key() -> None:
-    assert _key() == _key(max_tokens=16, temperature=1.0, top_p=1.0, n=1, stop=None)
-    assert _key(stop="x") == _key(stop=["x"])
+@given(field_names, json_values)
+def test_adding_an_unknown_field_changes_the_key(name: str, value: Any) -> None:
+    if name in BASE:
+        return
+    assert key({**BASE, name: value}) != key(BASE)
+
+
+@pytest.mark.parametrize("changes", [
+    {"response_format": {"type": "json_object"}},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"tool_choice": "required"},
+    {"logprobs": 1}, {"echo": True}, {"max_tokens": 17}, {"temperature": 0.5}, {"seed": 1},
+    {"prompt": "Escreva um poema sobre o mar"}, {"prompt": [1, 2, 3]},
+    {"model": "other"}, {"a_field_from_the_future": 1},
+])
+def test_output_affecting_fields_change_the_key(changes: dict[str, Any]) -> None:
+    assert key({**BASE, **changes}) != key(BASE)
+
+
+def test_endpoint_and_weights_change_the_key() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert key(chat, "chat") != key(chat, "completions")
+    assert key(BASE, weights="folder-a") != key(BASE, weights="folder-b")
+
+
+@pytest.mark.parametrize("changes", [
+    {"stream": True}, {"stream": True, "stream_options": {"include_usage": True}},
+    {"user": "alice"}, {"priority": 3}, {"request_id": "abc"},
+])
+def test_ignored_fields_do_not_change_the_key(changes: dict[str, Any]) -> None:
+    assert set(changes) <= IGNORED_FIELDS
+    assert key({**BASE, **changes}) == key(BASE)
 
 
 def test_cache_control_does_not_change_the_key() -> None:
-    request = CompletionRequest.model_validate({"model": "m", "prompt": "p"})
-    assert cache_key(request.to_generation_request(read_cache=False, write_cache=False)) == _key()
+    plain = cache_key(OpenAIRequest("completions", BASE), "w")
+    assert cache_key(OpenAIRequest("completions", BASE, read_cache=False, write_cache=False), "w") == plain
+
+
+def test_integers_past_64_bits_still_make_a_key() -> None:
+    assert key({**BASE, "seed": 2**70}) != key({**BASE, "seed": 2**70 + 1})

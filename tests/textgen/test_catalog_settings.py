@@ -53,3 +53,27 @@ def test_environment_is_read_and_secrets_stay_hidden(monkeypatch: pytest.MonkeyP
     assert s.RATE_LIMITS == {"tiiuae/falcon-7b": 5}
     assert s.VLLM_ENDPOINT == ""
     assert "hunter2" not in repr(s) and "tok-1" not in repr(s)
+
+
+def test_every_setting_is_in_the_readmes_table() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `{name}` |" not in readme]
+    assert not missing, f"README's settings table lacks {missing}"
+
+
+def test_the_default_model_is_served_with_a_tool_call_parser() -> None:
+    from textgen.engines.vllm_local import parse_serve_args
+
+    args = parse_serve_args(["--model", "m", *CATALOG_BY_ID[DEFAULT_MODEL].serve_args])
+    assert args.enable_auto_tool_choice and args.tool_call_parser == "hermes"
+
+
+def test_bad_serve_flags_are_refused_with_a_reason() -> None:
+    from textgen.engines.vllm_local import parse_serve_args
+
+    with pytest.raises(ValueError, match="serve flags"):
+        parse_serve_args(["--model", "m", "--no-such-flag"])
+    with pytest.raises(ValueError, match="serve flags"):  # vLLM's own cross-checks
+        parse_serve_args(["--model", "m", "--enable-auto-tool-choice"])

@@ -54,3 +54,19 @@ async def test_falls_back_to_local_window_when_redis_is_down() -> None:
     assert [d.admitted for d in decisions] == [True, True, True, False, False]
     assert limiter.health() == "degraded"
     await client.aclose()
+
+
+async def test_a_lowered_limit_leaves_nothing_remaining_never_less(redis_url: str) -> None:
+    window = LocalWindow()
+    for _ in range(5):
+        window.hit("m", 10)
+    lowered = window.hit("m", 3)
+    assert not lowered.admitted and lowered.remaining == 0
+    client = aioredis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    model = f"lowered-{uuid.uuid4().hex}"
+    for _ in range(5):
+        assert (await limiter.hit(model, 10)).admitted
+    decision = await limiter.hit(model, 3)
+    assert not decision.admitted and decision.remaining == 0
+    await client.aclose()

@@ -8,7 +8,7 @@ import gradio as gr
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from textgen import DEFAULT_MODEL, GenerationRequest, RateLimited, Settings, TextGen
+from textgen import DEFAULT_MODEL, OpenAIRequest, RateLimited, Settings, TextGen
 from ui import build_ui
 from ui.errors import user_message
 from ui.streaming import Run, StopButtons, follow, readiness_problem
@@ -62,7 +62,7 @@ async def test_a_model_that_is_not_loaded_is_refused_in_the_uis_words() -> None:
 
 async def test_a_run_the_core_refuses_ends_in_error_with_the_cores_message() -> None:
     textgen = TextGen(_settings())
-    run = Run(textgen, GenerationRequest(model=DEFAULT_MODEL, prompts=("hi",)))
+    run = Run(textgen, OpenAIRequest.completion(model=DEFAULT_MODEL, prompt="hi", stream=True))
     stops = StopButtons()
     with stops.armed("page", "playground") as stop:
         frames = [run.figures()["status"] async for _ in follow([run], stop)]
@@ -77,7 +77,7 @@ async def test_stop_before_any_output_ends_the_run_as_stopped() -> None:
     # A load that never finishes keeps the request waiting in the core (LOAD_WAIT_SECONDS):
     # the registry's own "loading" state, held open because a real load cannot be paused.
     entry.status, entry.loading = "loading", asyncio.get_running_loop().create_future()
-    run = Run(textgen, GenerationRequest(model=DEFAULT_MODEL, prompts=("hi",)))
+    run = Run(textgen, OpenAIRequest.completion(model=DEFAULT_MODEL, prompt="hi", stream=True))
     stops = StopButtons()
     with stops.armed("page", "playground") as stop:
         states = []

@@ -1,5 +1,5 @@
 """Engines behind one async interface: in-process vLLM and remote vLLM servers."""
 
-from .base import Engine, EngineEvent
+from .base import Engine, EngineReply
 
-__all__ = ["Engine", "EngineEvent"]
+__all__ = ["Engine", "EngineReply"]

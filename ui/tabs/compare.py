@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from textgen import SamplingOptions, TextGen
+from textgen import TextGen
 
 from .. import forms, picker
 from ..errors import user_error
@@ -93,8 +93,10 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
         runs = []
         for model_id, temp, top_p, seed in ((model_a, temp_a, top_p_a, seed_a),
                                             (model_b, temp_b, top_p_b, seed_b)):
-            options = SamplingOptions(max_tokens=int(max_tokens_), temperature=float(temp),
-                                      top_p=float(top_p), seed=forms.parse_seed(seed))
+            options = {"max_tokens": int(max_tokens_), "temperature": float(temp),
+                       "top_p": float(top_p)}
+            if (parsed_seed := forms.parse_seed(seed)) is not None:
+                options["seed"] = parsed_seed
             request_ = forms.generation_request(model_id, mode_, prompt_, options)
             runs.append(Run(textgen, request_, problem=readiness_problem(textgen, model_id)))
         with stops.armed(session_of(request), VIEW) as stop_event:

@@ -75,7 +75,7 @@ def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
             t.system_frame(), t.gpu_frame(), textgen.requests_frame(),
             gpu_error=None if t.gpu.available else (t.gpu.error or ""),
             now=now, window=seconds,
-            in_flight=sum(e.engine.in_flight() for e in textgen.models.loaded() if e.engine),
+            in_flight=sum(e.active for e in textgen.models.loaded()),
         )
         # Every panel spans the whole window, so their time axes line up (epoch seconds: Gradio
         # scales a temporal x_lim to milliseconds itself).

@@ -1,0 +1,111 @@
+"""An answer's two forms: chunks merged into a response, a response split into chunks.
+
+The chunk shapes are vLLM's own (copied from its server's output on SmolLM2); the real engine's
+streamed and plain answers are compared through these functions in tests/api/test_protocol.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from textgen import Answer
+from textgen.answer import is_usage_chunk, merge_chunks, split_response
+
+HEAD = {"id": "cmpl-9", "object": "text_completion", "created": 7, "model": "m"}
+USAGE = {"prompt_tokens": 4, "total_tokens": 7, "completion_tokens": 3}
+
+
+def completion_chunk(index: int, text: str, finish: str | None = None,
+                     logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**HEAD, "choices": [{"index": index, "text": text, "logprobs": logprobs,
+                                 "finish_reason": finish, "stop_reason": None}]}
+
+
+def chat_chunk(delta: dict[str, Any], finish: str | None = None, index: int = 0) -> dict[str, Any]:
+    return {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "model": "m",
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def test_completion_chunks_merge_text_logprobs_and_choices() -> None:
+    lp = lambda tok, off: {"tokens": [tok], "token_logprobs": [-0.5], "top_logprobs": [{tok: -0.5}],  # noqa: E731
+                           "text_offset": [off]}
+    chunks = [
+        completion_chunk(0, "Hel", logprobs=lp("Hel", 0)),
+        completion_chunk(1, "Bye", logprobs=lp("Bye", 0)),
+        completion_chunk(0, "lo", "length", logprobs=lp("lo", 3)),
+        completion_chunk(1, "!", "stop", logprobs=lp("!", 3)),
+        {**HEAD, "choices": [], "usage": USAGE, "system_fingerprint": "fp"},
+    ]
+    response = merge_chunks("completions", chunks)
+    assert response["object"] == "text_completion" and response["id"] == "cmpl-9"
+    assert response["usage"] == USAGE and response["system_fingerprint"] == "fp"
+    first, second = response["choices"]
+    assert (first["index"], first["text"], first["finish_reason"]) == (0, "Hello", "length")
+    assert (second["text"], second["finish_reason"]) == ("Bye!", "stop")
+    assert first["logprobs"] == {"tokens": ["Hel", "lo"], "token_logprobs": [-0.5, -0.5],
+                                 "top_logprobs": [{"Hel": -0.5}, {"lo": -0.5}], "text_offset": [0, 3]}
+
+
+def test_chat_chunks_merge_into_a_message_with_tool_calls() -> None:
+    chunks = [
+        chat_chunk({"role": "assistant", "content": ""}),
+        chat_chunk({"tool_calls": [{"index": 0, "id": "call-1", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""}}]}),
+        chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+        chat_chunk({}, "tool_calls"),
+        {**chat_chunk({}), "choices": [], "usage": USAGE},
+    ]
+    response = merge_chunks("chat", chunks)
+    assert response["object"] == "chat.completion"
+    choice = response["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and "delta" not in choice
+    message = choice["message"]
+    assert message["role"] == "assistant" and message["content"] == ""
+    assert message["tool_calls"] == [{"id": "call-1", "type": "function",
+                                      "function": {"name": "get_weather",
+                                                   "arguments": '{"city": "Paris"}'}}]
+
+
+def test_merging_does_not_change_the_chunks() -> None:
+    chunks = [chat_chunk({"role": "assistant", "content": "Hi"}), chat_chunk({"content": "!"}, "stop")]
+    before = copy.deepcopy(chunks)
+    merge_chunks("chat", chunks)
+    assert chunks == before
+
+
+def test_a_response_split_into_chunks_merges_back_to_itself() -> None:
+    response = {
+        "id": "chatcmpl-9", "object": "chat.completion", "created": 7, "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello",
+                                     "tool_calls": [{"id": "c", "type": "function",
+                                                     "function": {"name": "f", "arguments": "{}"}}]},
+             "logprobs": None, "finish_reason": "tool_calls"},
+            {"index": 1, "message": {"role": "assistant", "content": "Bye"}, "logprobs": None,
+             "finish_reason": "stop"},
+        ],
+        "usage": USAGE,
+    }
+    chunks = split_response("chat", response)
+    assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 3
+    assert is_usage_chunk(chunks[-1]) and chunks[-1]["usage"] == USAGE
+    assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["index"] == 0
+    assert merge_chunks("chat", chunks) == response
+
+
+def test_completion_response_round_trip() -> None:
+    response = {**HEAD, "choices": [{"index": 0, "text": "o mar", "logprobs": None,
+                                     "finish_reason": "stop"}], "usage": USAGE}
+    assert merge_chunks("completions", split_response("completions", response)) == response
+
+
+def test_answer_gives_either_form_without_sharing_state() -> None:
+    chunks = [completion_chunk(0, "a"), completion_chunk(0, "b", "stop"),
+              {**HEAD, "choices": [], "usage": USAGE}]
+    answer = Answer("completions", "chunks", chunks)
+    assert answer.response()["choices"][0]["text"] == "ab"
+    replayed = answer.chunks()
+    replayed[0]["choices"][0]["text"] = "changed"
+    assert answer.chunks()[0]["choices"][0]["text"] == "a"

@@ -1,0 +1,82 @@
+"""The core's request: an OpenAI request body as the client sent it, and what the lab adds.
+
+The body is not translated into a narrower type of our own: the in-process engine hands it to
+vLLM's own OpenAI serving layer and a remote engine forwards it upstream, so every field vLLM
+understands works, and the cache key covers every field (`textgen.cache.cache_key`). The lab
+reads only `model` and `stream` from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .errors import InvalidRequest
+
+Endpoint = Literal["completions", "chat"]
+PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRequest:
+    """`POST /v1/completions` or `/v1/chat/completions`: the endpoint and the client's body."""
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    # Per-request cache control (Cache-Control: no-cache / no-store).
+    read_cache: bool = True
+    write_cache: bool = True
+    # The client's X-Request-Id, passed to the engine so logs join across hops.
+    request_id: str | None = None
+    model: str = field(init=False)
+    stream: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The two fields the lab itself acts on; everything else is the engine's to judge.
+        model = self.body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest(
+                "You must provide a model parameter (a model id from GET /v1/models).",
+                param="model",
+            )
+        stream = self.body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise InvalidRequest("Invalid value for 'stream': expected a boolean.", param="stream")
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "stream", stream)
+
+    @classmethod
+    def completion(cls, **body: Any) -> OpenAIRequest:
+        """A /v1/completions request from keyword fields, as the `openai` client takes them."""
+        return cls("completions", body)
+
+    @classmethod
+    def chat(cls, **body: Any) -> OpenAIRequest:
+        """A /v1/chat/completions request from keyword fields."""
+        return cls("chat", body)
+
+    @property
+    def path(self) -> str:
+        return PATHS[self.endpoint]
+
+    @property
+    def include_usage(self) -> bool:
+        """The client asked for the usage chunk at the end of a stream."""
+        options = self.body.get("stream_options")
+        return bool(self.stream and isinstance(options, dict) and options.get("include_usage"))
+
+    def with_body(self, **changes: Any) -> OpenAIRequest:
+        """The same request with some body fields changed."""
+        return replace(self, body={**self.body, **changes})
+
+    def streamed(self) -> OpenAIRequest:
+        return self if self.stream else self.with_body(stream=True)
+
+    def plain(self) -> OpenAIRequest:
+        """The same request, not streamed (`stream_options` only goes with a stream)."""
+        if not self.stream and "stream_options" not in self.body:
+            return self
+        body = {k: v for k, v in self.body.items() if k != "stream_options"}
+        return replace(self, body={**body, "stream": False})
