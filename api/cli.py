@@ -38,14 +38,16 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app
+    from .draining import DrainingServer
 
     app = create_app(settings)
     # Without a bound, uvicorn waits for every open stream (a browser tab's event stream, a
     # long completion) before the lifespan stops the engines; a SIGKILL then leaves vLLM's
     # engine-core process behind, holding its memory and a CPU.
-    uvicorn.run(app, host=settings.API_HOST, port=settings.API_PORT,
-                log_level=settings.LOG_LEVEL.lower(), access_log=False,
-                timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS)
+    config = uvicorn.Config(app, host=settings.API_HOST, port=settings.API_PORT,
+                            log_level=settings.LOG_LEVEL.lower(), access_log=False,
+                            timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS)
+    DrainingServer(config, app.state.textgen).run()
 
 
 def list_models(settings: Settings) -> None:

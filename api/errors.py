@@ -31,6 +31,8 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.RateLimited: (429, "rate_limit_error"),
     e.EngineOverloaded: (503, "service_unavailable_error"),
     e.ModelNotReady: (503, "service_unavailable_error"),
+    e.GenerationInterrupted: (503, "service_unavailable_error"),
+    e.ShuttingDown: (503, "service_unavailable_error"),
     e.BackendTimeout: (504, "backend_timeout_error"),
     e.BackendDown: (503, "service_unavailable_error"),
     e.BackendUnavailable: (502, "backend_error"),

@@ -42,6 +42,11 @@ class ModelStatus(BaseModel):
     backend: str
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    reasons: list[str] = []
+
+
 class Health(BaseModel):
     status: str
     service: str = "text-generator"

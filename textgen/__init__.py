@@ -10,6 +10,7 @@ from .errors import (
     ContextLengthExceeded,
     EngineOverloaded,
     GenerationFailed,
+    GenerationInterrupted,
     InvalidRequest,
     ModelNotFound,
     ModelNotReady,
@@ -17,6 +18,7 @@ from .errors import (
     RateLimited,
     RequestRejected,
     RequestTooLarge,
+    ShuttingDown,
     TextGenError,
 )
 from .generation import Generation
@@ -28,7 +30,7 @@ from .settings import DEFAULT_MODEL, Settings
 __all__ = [
     "CATALOG", "DEFAULT_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
     "BackendUnavailable", "ContextLengthExceeded", "EngineOverloaded", "Generation",
-    "GenerationFailed", "InvalidRequest", "ModelInfo", "ModelNotFound", "ModelNotReady",
+    "GenerationFailed", "GenerationInterrupted", "InvalidRequest", "ModelInfo", "ModelNotFound", "ModelNotReady",
     "ModelSpec", "ModelUnavailable", "OpenAIRequest", "RateLimited", "RequestRejected",
-    "RequestTooLarge", "Settings", "TextGen", "TextGenError",
+    "RequestTooLarge", "Settings", "ShuttingDown", "TextGen", "TextGenError",
 ]

@@ -68,6 +68,11 @@ class RemoteBackends:
         if self.engines and self._task is None:
             self._task = asyncio.create_task(self._watch(), name="remote backend discovery")
 
+    @property
+    def discovered(self) -> bool:
+        """The first discovery round is done (every backend answered or failed)."""
+        return self._discovered.is_set()
+
     async def wait_discovered(self) -> None:
         """Wait for the first discovery round (every backend answered or failed)."""
         if self.engines:

@@ -124,36 +124,52 @@ class RedisCache:
 class CircuitBreaker:
     """Skips a failing dependency for a growing pause, so a dead Redis costs no timeouts.
 
-    After a failure the dependency is not called for `pause` seconds (doubling up to
-    `max_pause`); the first call after the pause probes it, and a success closes the breaker.
+    Closed, calls go through. After a failure it opens: calls are skipped (CacheUnavailable at
+    once) for `pause` seconds, doubling up to `max_pause`. Then exactly one call goes through
+    as a probe while the others are still skipped: its success closes the breaker, its failure
+    opens it again for longer. An error *reply* (`reply_errors`: the server answered, e.g.
+    Redis' WRONGTYPE or OOM) fails that call only: the server is up, nothing opens.
     """
 
-    def __init__(self, name: str, base_pause: float = 0.5, max_pause: float = 5.0) -> None:
+    def __init__(self, name: str, base_pause: float = 0.5, max_pause: float = 5.0,
+                 reply_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.name = name
         self._base = base_pause
         self._max = max_pause
+        self._reply_errors = reply_errors
         self._pause = 0.0
         self._open_until = 0.0
+        self._probing = False
         self.last_error: str | None = None
 
     async def call(self, awaitable: Any) -> Any:
-        if self._open_until and time.monotonic() < self._open_until:
-            awaitable.close()
-            raise CacheUnavailable(f"{self.name} skipped after a recent failure")
+        if self._open_until:
+            if self._probing or time.monotonic() < self._open_until:
+                awaitable.close()
+                raise CacheUnavailable(f"{self.name} skipped after a recent failure")
+            self._probing = True  # this call is the one probe
         try:
             result = await awaitable
-        except Exception as exc:  # any client error means the store is not usable now
+        except self._reply_errors as exc:
+            self._close()
+            raise CacheUnavailable(f"{self.name} refused the call: {type(exc).__name__}") from exc
+        except Exception as exc:  # no answer: the store is not usable now
             self._pause = min(self._max, self._pause * 2 or self._base)
             self._open_until = time.monotonic() + self._pause
             self.last_error = type(exc).__name__
             log.warning("%s failed (%s); bypassing it for %.1fs", self.name, self.last_error, self._pause)
             raise CacheUnavailable(f"{self.name} failed: {type(exc).__name__}") from exc
+        finally:
+            self._probing = False
+        self._close()
+        return result
+
+    def _close(self) -> None:
         if self._open_until:
             log.info("%s is back", self.name)
         self._pause = 0.0
         self._open_until = 0.0
         self.last_error = None
-        return result
 
     def health(self) -> str:
         return "degraded" if self._open_until else "ok"

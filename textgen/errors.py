@@ -11,6 +11,8 @@
      ├── RateLimited             per-model request limit reached (429)
      ├── EngineOverloaded        too many requests in flight on one engine (503)
      ├── ModelNotReady           the model is loading or not loaded (503)
+     ├── GenerationInterrupted   the model was unloaded or the lab is stopping mid-request (503)
+     ├── ShuttingDown            the lab is draining: no new requests (503)
      ├── BackendUnavailable      a remote backend answered garbage or failed (502)
      │    ├── BackendDown        a remote backend cannot be reached (503)
      │    └── BackendTimeout     a remote backend did not answer in time (504)
@@ -89,6 +91,20 @@ class ModelNotReady(TextGenError):
         self.retry_after = retry_after
 
 
+class GenerationInterrupted(TextGenError):
+    """A request in flight was ended by the lab: its model was unloaded, or the lab is stopping."""
+
+    code = "generation_interrupted"
+    retry_after = 5.0
+
+
+class ShuttingDown(TextGenError):
+    """The lab is draining before it stops: requests go to another replica."""
+
+    code = "shutting_down"
+    retry_after = 5.0
+
+
 class BackendUnavailable(TextGenError):
     code = "backend_unavailable"
 
@@ -104,3 +120,13 @@ class BackendTimeout(BackendUnavailable):
 
 class GenerationFailed(TextGenError):
     code = "generation_failed"
+
+
+def error_codes() -> list[str]:
+    """Every `code` a request can fail with (the error_type label of the error counter)."""
+    codes, todo = set(), [TextGenError]
+    while todo:
+        cls = todo.pop()
+        codes.add(cls.code)
+        todo.extend(cls.__subclasses__())
+    return sorted(codes)

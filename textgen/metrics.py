@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .errors import error_codes
+
 if TYPE_CHECKING:
     from .telemetry import TelemetrySampler
 
@@ -66,6 +68,16 @@ class Metrics:
             "text_backend_errors_total", "Failed calls to a remote vLLM backend.",
             ["backend", "error_type"], registry=r,
         )
+
+    def prime(self, model: str) -> None:
+        """Create a model's series at 0 once it can be served, so a dashboard or an alert
+        reads 0 rather than "no data" until its first request (of each kind)."""
+        for family in (self.generation_seconds, self.cache_hits, self.cache_misses,
+                       self.prompt_tokens, self.completion_tokens, self.time_to_first_token,
+                       self.in_flight, self.rate_limited):
+            family.labels(model)
+        for code in error_codes():
+            self.errors.labels(model, code)
 
     def watch_telemetry(self, sampler: TelemetrySampler) -> None:
         """Expose the sampler's latest GPU and system readings as gauges."""

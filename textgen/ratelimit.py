@@ -81,7 +81,7 @@ class RateLimiter:
 
     def __init__(self, redis: Any | None = None, breaker: CircuitBreaker | None = None) -> None:
         self._redis = redis
-        self._breaker = breaker or CircuitBreaker("redis rate limiter")
+        self.breaker = breaker or CircuitBreaker("redis rate limiter")
         self._script = redis.register_script(_SLIDING_WINDOW_LUA) if redis is not None else None
         self._local = LocalWindow()
         self.backend = "redis" if redis is not None else "memory"
@@ -91,7 +91,7 @@ class RateLimiter:
             return UNLIMITED
         if self._script is not None:
             try:
-                admitted, remaining, reset_ms = await self._breaker.call(
+                admitted, remaining, reset_ms = await self.breaker.call(
                     self._script(
                         keys=[KEY_PREFIX + model],
                         args=[limit, int(WINDOW_SECONDS * 1000), uuid.uuid4().hex],
@@ -105,4 +105,4 @@ class RateLimiter:
         return self._local.hit(model, limit)
 
     def health(self) -> str:
-        return self._breaker.health() if self._redis is not None else "ok"
+        return self.breaker.health() if self._redis is not None else "ok"

@@ -62,6 +62,13 @@ class OpenAIRequest:
         return PATHS[self.endpoint]
 
     @property
+    def sampled(self) -> bool:
+        """Drawn at random: a temperature above 0 (or none: vLLM's default samples), no seed."""
+        temperature = self.body.get("temperature")
+        random = temperature is None or (isinstance(temperature, int | float) and temperature > 0)
+        return random and self.body.get("seed") is None
+
+    @property
     def include_usage(self) -> bool:
         """The client asked for the usage chunk at the end of a stream."""
         options = self.body.get("stream_options")

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,15 @@ from .cache import (
 )
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
-from .errors import EngineOverloaded, InvalidRequest, ModelNotReady, RateLimited, TextGenError
+from .errors import (
+    EngineOverloaded,
+    GenerationFailed,
+    InvalidRequest,
+    ModelNotReady,
+    RateLimited,
+    ShuttingDown,
+    TextGenError,
+)
 from .generation import CacheStatus, Generation, Timing, replay
 from .metrics import Metrics
 from .models import ModelEntry, ModelInfo, ModelRegistry
@@ -60,7 +68,8 @@ class RequestRecord:
 class TextGen:
     """Owns engines, cache, limiter, metrics and telemetry; `await start()`, then `close()`."""
 
-    def __init__(self, settings: Settings | None = None, *, engine_starter: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, engine_starter: Any = None,
+                 engine_check: Any = None) -> None:
         self.settings = settings or Settings()
         s = self.settings
         self.metrics = Metrics()
@@ -74,13 +83,19 @@ class TextGen:
             cache_dir=s.MODEL_CACHE_DIR,
             local_paths=dict(s.MODEL_PATHS),
             start_engine=engine_starter or self._start_vllm,
+            # A fake engine starter (tests) comes with its own check, or none.
+            check_engine=engine_check if engine_starter else self._check_vllm,
             max_loaded=s.MAX_LOADED_MODELS,
+            drain_seconds=s.UNLOAD_DRAIN_SECONDS,
             rate_limits=dict(s.RATE_LIMITS),
             gpu_memory_used_gb=self.telemetry.gpu.memory_used_gb,
+            on_servable=self.metrics.prime,
         )
         self.history: deque[RequestRecord] = deque(maxlen=s.TELEMETRY_HISTORY * 10)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Set when the lab starts to stop (SIGTERM): readiness fails, new requests get a 503.
+        self.draining = False
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
         self.backends = RemoteBackends(s, self.models, self.metrics)
 
@@ -99,11 +114,16 @@ class TextGen:
                 socket_connect_timeout=s.REDIS_TIMEOUT_SECONDS,
                 retry_on_timeout=False,
             )
-            self.cache = RedisCache(self.redis, s.CACHE_TTL_SECONDS, CircuitBreaker("redis cache"))
-            self.limiter = RateLimiter(self.redis, CircuitBreaker("redis rate limiter"))
+            # An error reply (WRONGTYPE, OOM) means Redis is up: it fails that call only.
+            replies = (aioredis.ResponseError,)
+            self.cache = RedisCache(self.redis, s.CACHE_TTL_SECONDS,
+                                    CircuitBreaker("redis cache", reply_errors=replies))
+            self.limiter = RateLimiter(
+                self.redis, CircuitBreaker("redis rate limiter", reply_errors=replies))
         if s.METRICS_PORT:
             try:
-                self._metrics_server = self.metrics.serve(s.METRICS_PORT, s.METRICS_HOST)
+                self._metrics_server = self.metrics.serve(s.METRICS_PORT,
+                                                          s.METRICS_HOST or s.API_HOST)
             except OSError as exc:
                 log.warning("metrics port %d unavailable (%s); metrics stay in-process",
                             s.METRICS_PORT, exc.strerror)
@@ -111,6 +131,9 @@ class TextGen:
         self.telemetry.start()
         # In the background: an unreachable backend (the seed's default URL) never delays start.
         self.backends.start()
+        watch = asyncio.create_task(self._log_readiness(), name="readiness log")
+        self._background.add(watch)
+        watch.add_done_callback(self._background.discard)
         if s.MODEL:
             load = asyncio.create_task(self.models.load(s.MODEL), name="load default model")
             self._background.add(load)
@@ -123,8 +146,22 @@ class TextGen:
 
     async def wait_ready(self) -> None:
         """Wait until the default model has loaded (or failed)."""
-        if self._background:
-            await asyncio.gather(*self._background)
+        loads = [t for t in self._background if t.get_name() == "load default model"]
+        if loads:
+            await asyncio.gather(*loads)
+
+    async def _log_readiness(self) -> None:
+        """Say in the log when the lab becomes ready for traffic, or stops being ready."""
+        said: list[str] | None = None
+        while True:
+            reasons = self.readiness()
+            if reasons != said:
+                if reasons:
+                    log.info("not ready: %s", "; ".join(reasons))
+                else:
+                    log.info("ready: serving requests (GET /ready answers 200)")
+                said = reasons
+            await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -141,8 +178,14 @@ class TextGen:
         self.tracing.shutdown()
 
     async def _start_vllm(self, model_id: str, folder: Path) -> Engine:
+        return await VllmEngine.start(model_id, folder, self._vllm_options(model_id))
+
+    async def _check_vllm(self, model_id: str, folder: Path) -> None:
+        await VllmEngine.check(model_id, folder, self._vllm_options(model_id))
+
+    def _vllm_options(self, model_id: str) -> VllmOptions:
         s = self.settings
-        options = VllmOptions(
+        return VllmOptions(
             dtype=s.DTYPE,
             max_model_len=s.MAX_MODEL_LEN,
             tensor_parallel_size=s.TENSOR_PARALLEL_SIZE,
@@ -154,7 +197,6 @@ class TextGen:
             cpu_kvcache_gb=s.VLLM_CPU_KVCACHE_SPACE,
             serve_args=self.models.serve_args(model_id, s.VLLM_SERVE_ARGS),
         )
-        return await VllmEngine.start(model_id, folder, options)
 
     # --- models ---------------------------------------------------------------------------
 
@@ -188,7 +230,11 @@ class TextGen:
         span = self.tracing.request(label)
         timing = Timing(started=time.monotonic())
         try:
+            if self.draining:
+                raise ShuttingDown("The lab is stopping; send the request to another replica.")
             self.models.check_servable(model)
+            if not self.settings.CACHE_SAMPLED and request.sampled:
+                request = replace(request, read_cache=False, write_cache=False)
             key = cache_key(request, await self._weights(model))
             status: CacheStatus = "BYPASS"
             if request.read_cache:
@@ -205,12 +251,12 @@ class TextGen:
                 )
             # Admission checks come before the limiter, so a client that honours a 503's
             # Retry-After does not spend its own quota; the slot is held meanwhile.
-            entry.active += 1
+            entry.admit()
             try:
                 with span.child("rate_limit"):
                     rate = await self._admit(model)
             except BaseException:
-                entry.active -= 1
+                entry.release()
                 raise
             return await self._generate(request, engine, entry, status, rate, timing, key, span)
         except TextGenError as exc:
@@ -228,15 +274,17 @@ class TextGen:
         self.metrics.in_flight.labels(model).inc()
 
         async def finish(generation: Generation, error: BaseException | None) -> None:
-            entry.active -= 1
+            entry.release()
             self.metrics.in_flight.labels(model).dec()
             await self._finish(generation, error, key, span)
 
         try:
             reply = await engine.generate(request, request_id)
-        except BaseException:
-            entry.active -= 1
+        except BaseException as exc:
+            entry.release()
             self.metrics.in_flight.labels(model).dec()
+            if isinstance(exc, GenerationFailed):
+                self.models.check_engines()  # a dead engine shows at once, not at /health
             raise
         if reply.chunks is not None:
             return Generation(request=request, cache_status=status, rate=rate, timing=timing,
@@ -347,6 +395,8 @@ class TextGen:
             code = error.code if isinstance(error, TextGenError) else "aborted"
             if isinstance(error, TextGenError):
                 self.metrics.errors.labels(model, code).inc()
+            if isinstance(error, GenerationFailed):
+                self.models.check_engines()
             self._record(model, gen.cache_status, code, gen.timing, gen)
             span.end(cache=gen.cache_status, error=code)
             return
@@ -380,20 +430,58 @@ class TextGen:
     # --- health and dashboards ------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """Component states for /health: the cache and limiter degrade, they never fail it."""
+        """Component states for /health: the cache and limiter degrade, they never fail it; an
+        in-process engine that died is an `error` (the process needs a restart or a reload)."""
+        self.models.check_engines()
+        died = [e.spec.id for e in self.models.entries.values() if e.died]
         return {
             "cache": {"backend": self.cache.kind, "status": self.cache.health()},
             "rate_limiter": {"backend": self.limiter.backend, "status": self.limiter.health()},
             "models": {e.spec.id: e.status for e in self.models.entries.values()
-                       if e.status in ("loaded", "loading", "error")},
+                       if e.status in ("loaded", "loading", "unloading", "error")},
+            **({"engines": {"status": "error", "died": died}} if died else {}),
             **({"remote_backends": self.backends.health()} if self.backends.engines else {}),
         }
 
+    def readiness(self) -> list[str]:
+        """Why the lab should not take traffic now (a readiness probe's 503); empty when ready."""
+        reasons = []
+        if self.draining:
+            reasons.append("the lab is stopping")
+        model = self.settings.MODEL
+        if model:
+            self.models.check_engines()
+            entry = self.models.entries.get(model)
+            if entry is None or entry.status != "loaded":
+                state = entry.status if entry is not None else "unknown"
+                why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+                reasons.append(f"the default model {model} is {state}{why}")
+        if self.backends.engines and not self.backends.discovered:
+            reasons.append("the remote backends have not answered yet")
+        return reasons
+
+    def begin_drain(self) -> None:
+        """The lab is about to stop: refuse new requests (503) and fail readiness."""
+        if not self.draining:
+            log.info("draining: no new requests; running ones may finish")
+        self.draining = True
+
+    async def interrupt(self, error: TextGenError) -> None:
+        """End every request in flight on every engine with `error` (the lab is stopping)."""
+        engines = {id(e.engine): e.engine for e in self.models.entries.values() if e.engine}
+        for engine in engines.values():
+            with contextlib.suppress(Exception):
+                await engine.interrupt(error)
+
     async def probe_dependencies(self) -> None:
-        """Ping Redis so a recovered store is noticed even when no request comes."""
-        if self.redis is not None and isinstance(self.cache, RedisCache):
-            with contextlib.suppress(CacheUnavailable):
-                await self.cache.breaker.call(self.redis.ping())
+        """Ping Redis through both breakers, so a recovered store is noticed without requests."""
+        if self.redis is None:
+            return
+        # Each breaker skips the ping while it is open: a dead Redis costs /health no timeout.
+        for breaker in (getattr(self.cache, "breaker", None), self.limiter.breaker):
+            if breaker is not None:
+                with contextlib.suppress(CacheUnavailable):
+                    await breaker.call(self.redis.ping())
 
     def requests_frame(self) -> pd.DataFrame:
         """Recent requests as a DataFrame (time, model, cache, outcome, seconds, ttft, tokens)."""

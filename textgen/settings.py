@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     REDIS_PASSWORD: SecretStr | None = Field(None, description="Password for REDIS_URL.")
     API_PORT: int = Field(8000, description="Port of the HTTP API (and the UI under /ui).")
     METRICS_PORT: int = Field(8001, description="Port of the Prometheus metrics endpoint; 0 = off.")
-    METRICS_HOST: str = Field("0.0.0.0", description="Interface the metrics endpoint binds to.")
+    METRICS_HOST: str | None = Field(
+        None, description="Interface the metrics endpoint binds to; unset = API_HOST's (a laptop "
+        "lab keeps its metrics on loopback, a container sets 0.0.0.0 for Prometheus).",
+    )
 
     # --- serving ---------------------------------------------------------------------------
     API_HOST: str = Field("127.0.0.1", description="Interface the API binds to.")
@@ -108,6 +111,11 @@ class Settings(BaseSettings):
     MAX_LOADED_MODELS: int = Field(
         1, description="In-process models kept loaded; loading one more unloads the LRU."
     )
+    UNLOAD_DRAIN_SECONDS: float = Field(
+        10.0, ge=0,
+        description="When a model is unloaded or evicted, how long its running requests may "
+        "finish before they are ended with an error (generation_interrupted).",
+    )
     LOAD_WAIT_SECONDS: float = Field(
         120.0, description="How long a request waits for its model to finish loading."
     )
@@ -117,6 +125,11 @@ class Settings(BaseSettings):
 
     # --- cache and limits ------------------------------------------------------------------
     CACHE_TTL_SECONDS: int = Field(3600, description="Lifetime of a cached response.")
+    CACHE_SAMPLED: bool = Field(
+        True, description="Cache sampled requests (temperature > 0 or unset, no seed) too, as "
+        "gateways do and the seed's example expects; false = each such request is a fresh "
+        "sample (X-Cache: BYPASS).",
+    )
     CACHE_MAX_ENTRIES: int = Field(1024, description="Size of the in-process LRU (no Redis).")
     REDIS_TIMEOUT_SECONDS: float = Field(0.25, description="Socket timeout for Redis calls.")
     RATE_LIMITS: dict[str, int] = Field(

@@ -61,6 +61,9 @@ class FakeFailingEngine:
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def interrupt(self, error: Exception) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

@@ -39,11 +39,25 @@ def test_request_trace_reaches_the_collector(lab: LabServer, otlp: FakeCollector
                    for s in otlp.spans)
 
 
-def test_tracing_is_a_no_op_without_an_endpoint() -> None:
-    tracing = Tracing(None)
-    span = tracing.tracer.start_span("x")
-    assert not span.is_recording()
-    tracing.shutdown()
+async def test_spans_go_to_the_collector_only_when_an_endpoint_is_set(
+        otlp: FakeCollector, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.fake_engines import FakeStarter
+    from textgen import OpenAIRequest, Settings, TextGen
+
+    model = "local/traced"
+    for endpoint in (None, otlp.url):
+        starter = FakeStarter()
+        settings = Settings(MODEL=model, MODEL_PATHS={model: tmp_path}, VLLM_ENDPOINT="",
+                            METRICS_PORT=0, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+        tg = TextGen(settings, engine_starter=starter.start)
+        await tg.start()
+        tag = uuid.uuid4().hex
+        await tg.complete(OpenAIRequest.completion(model=model, prompt=tag))
+        await tg.close()  # flushes the exporter
+        with otlp.lock:
+            mine = [s for s in otlp.spans if s.name == "textgen.request"
+                    and s.attributes.get("model") == model]
+        assert len(mine) == (0 if endpoint is None else 1), endpoint
 
 
 def test_no_spans_at_all_without_an_endpoint() -> None:

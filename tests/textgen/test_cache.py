@@ -96,3 +96,59 @@ async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
         await client.aclose()
         proc.terminate()
         proc.wait()
+
+
+async def test_after_the_pause_one_probe_goes_through_and_the_others_are_skipped() -> None:
+    breaker = CircuitBreaker("test", base_pause=0.05, max_pause=0.05)
+    calls = 0
+
+    async def black_hole() -> None:  # what a Redis that stopped answering feels like
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(3600)
+
+    async def fail() -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(CacheUnavailable):
+        await breaker.call(fail())
+    await asyncio.sleep(0.06)  # the pause is over
+    probe = asyncio.create_task(breaker.call(black_hole()))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(breaker.call(black_hole())) for _ in range(20)]
+    results = await asyncio.gather(*others, return_exceptions=True)
+    assert calls == 1, "every caller went through to the dead store"
+    assert all(isinstance(r, CacheUnavailable) for r in results)
+    probe.cancel()
+
+
+async def test_an_error_reply_fails_the_call_but_opens_nothing(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    breaker = CircuitBreaker("test", reply_errors=(aioredis.ResponseError,))
+    key = f"list-{uuid.uuid4().hex}"
+    await client.rpush(key, "x")
+    with pytest.raises(CacheUnavailable):  # WRONGTYPE: GET on a list
+        await breaker.call(client.get(key))
+    assert breaker.health() == "ok"
+    assert await breaker.call(client.ping()) is True
+    await client.aclose()
+
+
+async def test_health_probes_the_limiters_breaker_too() -> None:
+    from textgen import Settings, TextGen
+
+    with redis_server() as url:
+        tg = TextGen(Settings(MODEL="", VLLM_ENDPOINT="", METRICS_PORT=0, REDIS_URL=url))
+        await tg.start()
+        try:
+            async def fail() -> None:
+                raise ConnectionError("refused")
+
+            with pytest.raises(CacheUnavailable):
+                await tg.limiter.breaker.call(fail())
+            assert tg.health()["rate_limiter"]["status"] == "degraded"
+            await asyncio.sleep(0.6)  # the breaker's first pause
+            await tg.probe_dependencies()  # what GET /health does: Redis is up
+            assert tg.health()["rate_limiter"]["status"] == "ok"
+        finally:
+            await tg.close()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import TextGenError
 from ..request import OpenAIRequest
 
 
@@ -36,6 +37,10 @@ class Engine(Protocol):
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """`/tokenize` or `/detokenize` for one of this engine's models."""
+        ...
+
+    async def interrupt(self, error: TextGenError) -> None:
+        """End every request in flight with `error` (an unload, the lab stopping)."""
         ...
 
     def weights(self, model: str) -> str:

@@ -130,6 +130,23 @@ class VllmEngine:
         self._state = state
         self._identity = identity
         self.max_model_len: int = llm.model_config.max_model_len
+        # Set by interrupt(): the error every request still in flight ends with.
+        self._interruption: TextGenError | None = None
+
+    @classmethod
+    async def check(cls, model_id: str, folder: Path, options: VllmOptions) -> None:
+        """What a start would refuse, found without starting anything (about a second).
+
+        vLLM builds its configuration first when it starts: the flags are parsed and checked,
+        and the folder's model config is read and matched to an architecture. Doing that here
+        lets the registry keep the model it would evict for a model that cannot load.
+        """
+        _prepare_environment(options)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        args = parse_serve_args(serve_argv(model_id, folder, options))
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        await asyncio.to_thread(engine_args.create_engine_config)
 
     @classmethod
     async def start(cls, model_id: str, folder: Path, options: VllmOptions) -> VllmEngine:
@@ -196,7 +213,7 @@ class VllmEngine:
         except TextGenError:
             raise
         except Exception as exc:  # vLLM raises some refusals (out-of-vocab logit_bias, ...)
-            raise engine_error(exc) from exc
+            raise self._interruption or engine_error(exc) from exc
         if isinstance(result, ErrorResponse):
             _raise_if_cancelled()
             raise engine_error(result)
@@ -221,7 +238,7 @@ class VllmEngine:
                     continue
                 chunk = orjson.loads(data)
                 if "choices" not in chunk and "error" in chunk:
-                    raise stream_error(chunk)
+                    raise self._interruption or stream_error(chunk)
                 yield chunk
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # aborts the request in vLLM
@@ -247,6 +264,20 @@ class VllmEngine:
         if isinstance(result, ErrorResponse):
             raise engine_error(result)
         return result.model_dump(mode="json")  # type: ignore[no-any-return]
+
+    async def interrupt(self, error: TextGenError) -> None:
+        """End every request in flight with `error`, before an unload or a stop.
+
+        vLLM's own shutdown leaves its per-request queues waiting for ever (their streams
+        would hang): each request is failed first, then aborted in the engine core.
+        """
+        self._interruption = error
+        processor = self._llm.output_processor
+        request_ids = list(processor.request_states)
+        if not request_ids:
+            return
+        processor.propagate_error(error)
+        await self._llm.abort(request_ids, internal=True)
 
     async def close(self) -> None:
         # vLLM's shutdown joins its engine-core process: off the event loop, so requests and
