@@ -23,6 +23,19 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ReplicaStatus(BaseModel):
+    """One replica of a remote model: a vLLM server at one address, its state and load."""
+
+    url: str
+    status: str  # up, ejected (failed a request, probe pending), down, unknown
+    in_flight: int
+    error: str | None = None
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = None
+    prefix_cache_hit_rate: float | None = None
+
+
 class ModelStatus(BaseModel):
     """The seed's body for GET /v1/models/{model_id}, plus OpenAI's model card fields (so
     `client.models.retrieve` works) and what the lab knows of the model."""
@@ -40,6 +53,8 @@ class ModelStatus(BaseModel):
     size_class: str
     rate_limit_per_minute: int
     backend: str
+    routing: str | None = None
+    replicas: list[ReplicaStatus] = []
 
 
 class Readiness(BaseModel):

@@ -11,11 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from . import embedded
 from .catalog import CATALOG, ModelSpec
 from .engines import Engine
+from .engines.replicas import ReplicaInfo, ReplicaSet
 from .errors import (
     BackendDown,
     GenerationInterrupted,
@@ -97,6 +98,9 @@ class ModelInfo:
     created: int
     # Requests running on the model now (streams included).
     active: int = 0
+    # A remote model: how its requests are routed, and each replica's state and load.
+    routing: str | None = None
+    replicas: tuple[ReplicaInfo, ...] = ()
 
 
 class ModelRegistry:
@@ -187,6 +191,7 @@ class ModelRegistry:
             size_class=e.spec.size_class, rate_limit=self.rate_limit(model_id),
             backend=e.engine.kind if e.engine is not None else "vllm",
             owned_by=e.spec.owned_by, created=e.spec.created, active=e.active,
+            **_replicas(e.engine),
         )
 
     def serve_args(self, model_id: str, overrides: dict[str, str]) -> tuple[str, ...]:
@@ -388,3 +393,10 @@ async def _stop_when_started(start: asyncio.Future[Engine]) -> None:
     with contextlib.suppress(Exception):
         engine = await start
         await engine.close()
+
+
+def _replicas(engine: Engine | None) -> dict[str, Any]:
+    """A remote model's routing policy and replicas, for ModelInfo."""
+    if not isinstance(engine, ReplicaSet):
+        return {}
+    return {"routing": engine.policy, "replicas": engine.replica_info()}

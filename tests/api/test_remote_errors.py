@@ -37,12 +37,14 @@ class Lab:
 
 
 @contextlib.asynccontextmanager
-async def lab(*urls: str, read_timeout: float = 0.5, cache: bool = False) -> AsyncIterator[Lab]:
+async def lab(*urls: str, read_timeout: float = 0.5, request_timeout: float = 30.0,
+              cache: bool = False, **overrides: Any) -> AsyncIterator[Lab]:
     settings = Settings(
         VLLM_ENDPOINT=urls[0], VLLM_ENDPOINTS=list(urls[1:]), MODEL="", METRICS_PORT=0,
         API_TOKEN=TOKEN,  # type: ignore[arg-type]
         REMOTE_CONNECT_TIMEOUT_SECONDS=0.5, REMOTE_READ_TIMEOUT_SECONDS=read_timeout,
-        REMOTE_DISCOVERY_INTERVAL_SECONDS=0.2,
+        REMOTE_REQUEST_TIMEOUT_SECONDS=request_timeout, REMOTE_DISCOVERY_INTERVAL_SECONDS=0.2,
+        **overrides,
     )
     app = create_app(settings, ui=False)
     async with serve_app(app) as url:
@@ -126,7 +128,11 @@ async def test_a_stream_gets_the_usage_chunk_only_when_the_client_asked(
         chunks = [json.loads(d) for d in data[:-1]]
         upstream = fake.answers[-1]
         assert "usage" in upstream[-1] and not upstream[-1]["choices"]
-        assert chunks == (upstream if asked else upstream[:-1])
+        if asked:
+            assert chunks == upstream
+        else:  # the usage chunk dropped; the fingerprint it carried moves to the last chunk
+            fingerprint = upstream[-1]["system_fingerprint"]
+            assert chunks == [*upstream[:-2], {**upstream[-2], "system_fingerprint": fingerprint}]
         completion_tokens = api.textgen.metrics.registry.get_sample_value(
             "text_generation_completion_tokens_total", {"model": MODEL})
         assert completion_tokens == 4
@@ -248,7 +254,9 @@ async def test_a_backend_that_is_down_is_a_503_with_retry_after_and_health_shows
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_a_slow_backend_is_a_504_within_the_timeout(stream: bool) -> None:
-    async with FakeUpstream() as fake, lab(fake.url, read_timeout=0.5) as api:
+    # A stream waits REMOTE_READ_TIMEOUT_SECONDS for each chunk, a plain answer
+    # REMOTE_REQUEST_TIMEOUT_SECONDS for the whole of it.
+    async with FakeUpstream() as fake, lab(fake.url, read_timeout=0.5, request_timeout=0.5) as api:
         fake.mode = "slow"
         started = time.monotonic()
         response = await api.client.post("/v1/completions", json=completion(stream=stream))

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from textgen import DEFAULT_MODEL
+from textgen import DEFAULT_MODEL, Settings, TextGen
 
 MODEL_CACHE = Path.home() / ".cache" / "textgen" / "models"
 
@@ -41,6 +41,12 @@ def free_port() -> int:
 # --- the real thing -------------------------------------------------------------------------
 
 
+def _vllm_env() -> dict[str, str]:
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+
+
+
 class VllmServer:
     """vLLM's own OpenAI server on loopback, serving the embedded SmolLM2 under its hub name."""
 
@@ -52,6 +58,7 @@ class VllmServer:
         self.url = url.rstrip("/")
         self.process = process
         self.log = log
+        self.command: list[str] | None = None
 
     @classmethod
     def shared(cls) -> VllmServer:
@@ -64,19 +71,16 @@ class VllmServer:
         return cls._shared
 
     @classmethod
-    def start(cls, timeout: float = 300.0) -> VllmServer:
+    def start(cls, timeout: float = 300.0, *, host: str = "127.0.0.1", port: int | None = None,
+              args: tuple[str, ...] = (), wait: bool = True) -> VllmServer:
+        """Start a server (on `host`:`port`, with `args` after the default flags, which they
+        override); `wait=False` returns at once, for `wait_ready` (start several together)."""
         from textgen import embedded
 
         folder = embedded.prepare(cls.model, MODEL_CACHE)
-        port = free_port()
-        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-server-{port}.log"
-        env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-        }
+        port = port or free_port()
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-server-{host}-{port}.log"
+        env = _vllm_env()
         # `vllm serve` fails with the vllm-cpu package; the module entry point works.
         command = [
             sys.executable,
@@ -87,7 +91,7 @@ class VllmServer:
             "--served-model-name",
             cls.model,
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             "--enforce-eager",
@@ -103,22 +107,47 @@ class VllmServer:
             "--enable-auto-tool-choice",
             "--tool-call-parser",
             "hermes",
+            *args,
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        server = cls(f"http://127.0.0.1:{port}", process, log)
+        server = cls(f"http://{host}:{port}", process, log)
+        server.command = command
+        if wait:
+            server.wait_ready(timeout)
+        return server
+
+    def wait_ready(self, timeout: float = 300.0) -> VllmServer:
+        """Wait until the server answers /v1/models (stopped, and an error, if it does not)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited ({process.returncode}):\n{server.tail()}")
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"vLLM server exited ({self.process.returncode}):\n{self.tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/v1/models", timeout=2).status_code == 200:
-                    return server
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return self
             time.sleep(1.0)
-        server.stop()
-        raise RuntimeError(f"vLLM server not ready in {timeout:.0f} s:\n{server.tail()}")
+        self.stop()
+        raise RuntimeError(f"vLLM server not ready in {timeout:.0f} s:\n{self.tail()}")
+
+    def restart(self, timeout: float = 300.0) -> VllmServer:
+        """Start it again, same address and flags, after `stop` or a kill."""
+        assert self.command is not None and self.log is not None
+        self.stop()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.command, env=_vllm_env(), stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        return self.wait_ready(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its engine core at once, as a dying machine would."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def tail(self, lines: int = 30) -> str:
         if self.log is None:
@@ -168,7 +197,15 @@ class FakeUpstream:
     garbage   answers bytes that are not HTTP
     bad_json  a 200 whose body (a stream's second chunk) is not JSON
     cut       half a plain body, or a stream's first chunk, then closes the connection
+    drop      reads a generation request and closes the connection without a byte back
+    drop_reused  the same, for a request on a connection that already carried one (the
+              server's keep-alive timeout firing as the request arrives); a new connection
+              is answered
     error<N>  HTTP N with vLLM's error body (error400 names `max_tokens` as the param)
+
+    Like `vllm serve --api-key`, with `api_key` it answers 401 to /v1 requests without
+    `Authorization: Bearer <api_key>`. With `ssl` it speaks TLS. `/metrics` answers vLLM's
+    load gauges from `waiting` and `running` (and `metrics_status`, 200 by default).
 
     What reached it is recorded: `bodies` and `headers` of each generation request, `answers`
     (the response object, or the list of chunks it sent), `connections` (accepted so far),
@@ -183,8 +220,17 @@ class FakeUpstream:
         models: tuple[str, ...] = ("fake/tiny-7b",),
         reply: str = "Paris is the capital",
         port: int = 0,
+        host: str = "127.0.0.1",
+        api_key: str | None = None,
+        ssl: Any = None,
     ) -> None:
         self.mode = mode
+        self.host = host
+        self.api_key = api_key
+        self.ssl = ssl
+        self.waiting = 0
+        self.running = 0
+        self.metrics_status = 200
         self.models = models
         self.reply = reply
         self.port = port
@@ -198,6 +244,7 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.answers: list[Any] = []
         self.disconnects = 0
+        self.dropped = 0
         self.disconnected = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -205,7 +252,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
 
     @property
     def open_connections(self) -> int:
@@ -214,7 +261,8 @@ class FakeUpstream:
 
     async def start(self) -> FakeUpstream:
         self._stopping = False
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -243,9 +291,11 @@ class FakeUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        served = 0
         try:
             while True:  # keep-alive: many requests on one connection
                 head = await reader.readuntil(b"\r\n\r\n")
+                served += 1
                 request_line, *header_lines = head.decode().split("\r\n")
                 method, path, _ = request_line.split(" ", 2)
                 headers = {
@@ -253,6 +303,10 @@ class FakeUpstream:
                     for k, _, v in (h.partition(":") for h in header_lines if h)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
+                dropped = self.mode == "drop" or self.mode == "drop_reused" and served > 1
+                if method == "POST" and dropped:
+                    self.dropped += 1
+                    break  # closed without a byte back
                 if not await self._answer(method, path, headers, body, reader, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -271,6 +325,12 @@ class FakeUpstream:
         if self.mode == "slow":
             await self._wait(reader)  # returns only when the client leaves
             return False
+        if path.startswith("/v1") and self.api_key is not None and (
+            headers.get("authorization") != f"Bearer {self.api_key}"
+        ):
+            return await self._json(writer, 401, {"error": "Unauthorized"})  # vLLM's body
+        if method == "GET" and path == "/metrics":
+            return await self._raw(writer, self.metrics_status, _metrics(self), "text/plain")
         if method == "GET" and path == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "vllm", "root": m,
@@ -386,9 +446,10 @@ class FakeUpstream:
     async def _json(self, writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
         return await self._raw(writer, status, orjson.dumps(payload))
 
-    async def _raw(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> bool:
+    async def _raw(self, writer: asyncio.StreamWriter, status: int, body: bytes,
+                   content_type: str = "application/json") -> bool:
         writer.write(
-            f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+            f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
             f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -454,6 +515,23 @@ class _Answer:
         return chunks
 
 
+def _metrics(fake: FakeUpstream) -> bytes:
+    """vLLM's load gauges as its /metrics writes them (one engine, one model)."""
+    labels = f'{{engine="0",model_name="{fake.models[0]}"}}'
+    return (
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+        "# TYPE vllm:num_requests_running gauge\n"
+        f"vllm:num_requests_running{labels} {float(fake.running)}\n"
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        f"vllm:num_requests_waiting{labels} {float(fake.waiting)}\n"
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        f"vllm:kv_cache_usage_perc{labels} 0.25\n"
+        "# TYPE vllm:prefix_cache_queries counter\n"
+        f"vllm:prefix_cache_queries_total{labels} 100.0\n"
+        f"vllm:prefix_cache_hits_total{labels} 40.0\n"
+    ).encode()
+
+
 def _tokenized(path: str, request: dict[str, Any]) -> dict[str, Any]:
     if path == "/detokenize":
         return {"prompt": " ".join(f"t{t}" for t in request.get("tokens", []))}
@@ -471,6 +549,33 @@ async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
     await writer.drain()
     if writer.is_closing():
         raise ConnectionResetError
+
+
+def remote_settings(*urls: str, **overrides: object) -> Settings:
+    """Settings of a lab with no in-process model in front of `urls` (the first is
+    VLLM_ENDPOINT), short timeouts, no metrics port."""
+    values: dict[str, object] = {
+        "VLLM_ENDPOINT": urls[0] if urls else "",
+        "VLLM_ENDPOINTS": list(urls[1:]),
+        "MODEL": "",
+        "METRICS_PORT": 0,
+        "REMOTE_CONNECT_TIMEOUT_SECONDS": 0.5,
+        "REMOTE_READ_TIMEOUT_SECONDS": 0.5,
+        "REMOTE_DISCOVERY_INTERVAL_SECONDS": 30.0,
+    }
+    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def remote_textgen(*urls: str, **overrides: object) -> AsyncIterator[TextGen]:
+    """A started TextGen in front of `urls` (remote_settings), once discovery has answered."""
+    tg = TextGen(remote_settings(*urls, **overrides))
+    await tg.start()
+    try:
+        await asyncio.wait_for(tg.backends.wait_discovered(), 5)
+        yield tg
+    finally:
+        await tg.close()
 
 
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:

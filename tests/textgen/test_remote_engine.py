@@ -1,4 +1,4 @@
-"""RemoteEngine and remote backends in the core, against fake upstreams on loopback.
+"""RemoteServer and remote backends in the core, against fake upstreams on loopback.
 
 The fakes stand in where a real vLLM cannot misbehave on demand (down, slow, garbage, a stream
 cut short) or hold an answer while the test looks; the answers of a real vLLM server are checked
@@ -8,7 +8,6 @@ in tests/api/test_remote_vllm.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.upstreams import FakeUpstream, eventually, free_port
+from tests.support.upstreams import (
+    FakeUpstream,
+    eventually,
+    free_port,
+    remote_settings,
+    remote_textgen,
+)
 from textgen import (
     BackendDown,
     BackendTimeout,
@@ -31,7 +36,8 @@ from textgen import (
 )
 from textgen.answer import is_usage_chunk
 from textgen.backends import endpoints
-from textgen.engines.remote import RemoteEngine, base_url, guess_spec
+from textgen.engines.remote import RemoteServer, base_url, guess_spec
+from textgen.engines.replicas import ReplicaSet
 
 MODEL = "fake/tiny-7b"
 # Fields the lab has no code for: they must reach the upstream as the client wrote them.
@@ -46,28 +52,8 @@ UNKNOWN = {
 TOOLS = [{"type": "function", "function": {"name": "capital", "parameters": {"type": "object"}}}]
 
 
-def settings(*urls: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "VLLM_ENDPOINT": urls[0] if urls else "",
-        "VLLM_ENDPOINTS": list(urls[1:]),
-        "MODEL": "",
-        "METRICS_PORT": 0,
-        "REMOTE_CONNECT_TIMEOUT_SECONDS": 0.5,
-        "REMOTE_READ_TIMEOUT_SECONDS": 0.5,
-        "REMOTE_DISCOVERY_INTERVAL_SECONDS": 30.0,
-    }
-    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def textgen(*urls: str, **overrides: object) -> AsyncIterator[TextGen]:
-    tg = TextGen(settings(*urls, **overrides))
-    await tg.start()
-    try:
-        await asyncio.wait_for(tg.backends.wait_discovered(), 5)
-        yield tg
-    finally:
-        await tg.close()
+settings = remote_settings
+textgen = remote_textgen
 
 
 def completion(prompt: str = "The capital of France is", **body: Any) -> OpenAIRequest:
@@ -88,9 +74,9 @@ def backend_errors(tg: TextGen, url: str, code: str) -> float:
     return value or 0.0
 
 
-def engine_of(tg: TextGen) -> RemoteEngine:
+def engine_of(tg: TextGen) -> ReplicaSet:
     engine = tg.models.engine_for(MODEL)
-    assert isinstance(engine, RemoteEngine)
+    assert isinstance(engine, ReplicaSet)
     return engine
 
 
@@ -169,9 +155,12 @@ async def test_discovered_models_join_the_registry_as_loaded_remote_models() -> 
         assert (llama.status, llama.backend, llama.rate_limit) == ("loaded", "remote", 50)
         health = tg.health()["remote_backends"]
         assert health["status"] == "ok"
-        assert health["backends"] == [
-            {"url": fake.url, "status": "up", "models": list(fake.models), "error": None}
-        ]
+        [backend] = health["backends"]
+        assert {k: backend[k] for k in ("url", "status", "models", "error")} == {
+            "url": fake.url, "status": "up", "models": list(fake.models), "error": None}
+        assert [(r["url"], r["status"], r["in_flight"]) for r in backend["replicas"]] == [
+            (fake.url, "up", 0)]
+        assert (info.routing, [r.url for r in info.replicas]) == ("least_outstanding", [fake.url])
 
 
 # --- pass-through -------------------------------------------------------------------------
@@ -246,7 +235,7 @@ async def test_a_stream_without_usage_keeps_the_fingerprint_vllm_would_send() ->
 
 async def test_the_engine_ends_a_stream_with_usage_whatever_the_client_asked() -> None:
     async with FakeUpstream() as fake:
-        engine = RemoteEngine(fake.url)
+        engine = RemoteServer(fake.url)
         try:
             reply = await engine.generate(completion(stream=True), "r2")
             assert reply.response is None and reply.chunks is not None
@@ -261,7 +250,7 @@ async def test_the_engine_ends_a_stream_with_usage_whatever_the_client_asked() -
 
 async def test_tokenize_goes_upstream_as_sent() -> None:
     async with FakeUpstream() as fake:
-        engine = RemoteEngine(fake.url)
+        engine = RemoteServer(fake.url)
         try:
             body = {"model": MODEL, "prompt": "one two three", "add_special_tokens": False}
             result = await engine.tokenize("/tokenize", body)
@@ -284,7 +273,7 @@ async def test_one_pooled_connection_is_kept_alive_across_requests() -> None:
 
 async def test_chunks_are_passed_through_as_they_arrive() -> None:
     async with FakeUpstream("hold") as fake:
-        engine = RemoteEngine(fake.url, read_timeout=5.0)
+        engine = RemoteServer(fake.url, read_timeout=5.0)
         try:
             reply = await engine.generate(completion(stream=True), "r1")
             assert reply.chunks is not None

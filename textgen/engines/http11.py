@@ -2,21 +2,34 @@
 
 httpx's default transport (httpcore over anyio and h11) cost about 1.5 ms of CPU per proxied
 request on the 2-core dev machine, and its pool checks every idle connection on every request
-(a `poll` each), so at 32 connections it cost more than the rest of the gateway together. This
-transport parses with httptools (the C parser uvicorn uses), keeps idle connections in a deque
-per origin, and wakes the reader from `data_received` directly. It speaks only what a vLLM
-server needs: HTTP/1.1 over TCP (or TLS), request bodies in memory, responses streamed.
+(a `poll` each); aiohttp's ClientSession, measured in the same gateway benchmark, added a third
+to the gateway's CPU per request (benchmarks/RESULTS.md). This transport parses with httptools
+(the C parser uvicorn uses), keeps idle connections in a deque per origin, and wakes the reader
+from `data_received` directly. It speaks only what a vLLM server needs: HTTP/1.1 over TCP or
+TLS (one TLS context for all connections, verified unless told otherwise), optionally through
+an HTTP proxy (absolute-form requests; CONNECT for https), request bodies in memory, responses
+streamed, 1xx interim responses skipped.
 
-Failures are httpx's own exceptions (ConnectError, ConnectTimeout, ReadTimeout, PoolTimeout,
-RemoteProtocolError, ReadError), so callers handle them as with any httpx transport.
+It never retries: a POST may start a generation upstream, and only the caller knows whether
+another server can take it. What it tells the caller, as httpx's own exceptions:
+
+    ConnectError, ConnectTimeout   nothing was written: safe to send elsewhere
+    StaleConnection                written on a reused idle connection that the server closed
+                                   before sending a byte back: it never read the request (a
+                                   keep-alive race), safe to send again on a new connection
+    RemoteProtocolError            a fresh connection closed without an answer, or invalid HTTP
+    ReadError, ReadTimeout         the answer started, or the server may be working on it
+    WriteTimeout, PoolTimeout      the body could not be written / no connection was free
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -24,16 +37,26 @@ import httpx
 
 _HIGH_WATER = 1 << 20  # pause reading past 1 MB of body the consumer has not taken yet
 
+Origin = tuple[bytes, bytes, int]
+
+
+class StaleConnection(httpx.RemoteProtocolError):
+    """A reused keep-alive connection was closed by the server before any byte of an answer:
+    the request never reached the server's application, so it may be sent again."""
+
 
 class _Connection(asyncio.Protocol):
     """One TCP connection; one request at a time on it."""
 
-    def __init__(self, origin: tuple[bytes, bytes, int]) -> None:
+    def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        # Set when the connection is taken from the idle pool for a request.
+        self.reused = False
         self._parser = httptools.HttpResponseParser(self)
+        self._writable: asyncio.Future[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -42,8 +65,10 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self.received = False  # any byte of the answer to the current request
         self.error: Exception | None = None
         self.body: collections.deque[bytes] = collections.deque()
+        self._interim = False
         self._buffered = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
@@ -54,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -68,11 +94,24 @@ class _Connection(asyncio.Protocol):
         if not self.complete:
             if self.headers_done:
                 self._fail(httpx.ReadError("The server closed the connection mid-response."))
+            elif self.reused and not self.received:
+                self._fail(StaleConnection(
+                    "The server closed an idle connection as the request was sent on it."))
             else:
                 self._fail(
                     httpx.RemoteProtocolError("Server disconnected without sending a response.")
                 )
         self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
     def _delimited(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
@@ -84,7 +123,13 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self._interim = True
+            self.headers = []
+            return
+        self.status = status
         self.headers_done = True
         self._wake()
 
@@ -97,6 +142,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
         self._wake()
@@ -128,6 +176,20 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+    async def send(self, data: bytes, limit: float | None) -> None:
+        """Write a request; past the socket's buffer, wait (bounded) until it drains."""
+        assert self.transport is not None
+        self.transport.write(data)
+        writable = self._writable
+        if writable is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(writable), limit)
+        except TimeoutError:
+            error = httpx.WriteTimeout(f"The request could not be written in {limit} s.")
+            self._fail(error)
+            raise error from None
 
     def take(self) -> bytes:
         chunk = b"".join(self.body) if len(self.body) > 1 else self.body[0]
@@ -178,20 +240,30 @@ class _ResponseBody(httpx.AsyncByteStream):
 
 
 class Http11Transport(httpx.AsyncBaseTransport):
-    """Keep-alive connections per origin, at most `max_connections` busy at once."""
+    """Keep-alive connections per origin, at most `max_connections` busy at once.
+
+    `verify`: True (the system's CAs), False, a CA bundle's path, or an `ssl.SSLContext`.
+    `proxy`: an `http://[user:pass@]host:port` proxy for every request, or None.
+    A request may carry `extensions["sni_hostname"]`: the name a TLS certificate is checked
+    against when the URL names an address (a replica found through DNS).
+    """
 
     def __init__(
         self,
         *,
         max_connections: int = 256,
         keepalive_expiry: float = 4.0,
-        verify: ssl.SSLContext | bool = True,
+        verify: ssl.SSLContext | bool | str | Path = True,
+        proxy: str | httpx.URL | None = None,
     ) -> None:
-        self._idle: dict[tuple[bytes, bytes, int], collections.deque[_Connection]] = {}
+        self._idle: dict[Origin, collections.deque[_Connection]] = {}
         self._max = max_connections
         self._busy = 0
         self._expiry = keepalive_expiry
         self._verify = verify
+        self._ssl: ssl.SSLContext | None = None
+        self._proxy = httpx.URL(proxy) if proxy else None
+        self._proxy_auth = _basic_auth(self._proxy) if self._proxy is not None else None
         self._slot_freed: asyncio.Event | None = None
         self._closed = False
 
@@ -202,9 +274,17 @@ class Http11Transport(httpx.AsyncBaseTransport):
         await self._acquire(timeouts.get("pool"))
         conn: _Connection | None = None
         try:
-            conn = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
+            conn = self._checkout(origin) or await self._connect(
+                origin, timeouts.get("connect"), request.extensions.get("sni_hostname"))
             body = await request.aread()
-            head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+            target = url.raw_path
+            extra: list[bytes] = []
+            if self._proxy is not None and url.scheme == "http":
+                # Through a proxy, a plain-HTTP request names its whole URL (absolute form).
+                target = url.raw_scheme + b"://" + url.netloc + url.raw_path
+                if self._proxy_auth:
+                    extra.append(b"proxy-authorization: " + self._proxy_auth + b"\r\n")
+            head = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n", *extra]
             sized = False
             for name, value in request.headers.raw:
                 head += (name, b": ", value, b"\r\n")
@@ -212,15 +292,17 @@ class Http11Transport(httpx.AsyncBaseTransport):
             if body and not sized:
                 head.append(b"content-length: %d\r\n" % len(body))
             head.append(b"\r\n")
-            assert conn.transport is not None
-            conn.transport.write(b"".join(head) + body)
+            await conn.send(b"".join(head) + body, timeouts.get("write"))
             read_timeout = timeouts.get("read")
             while not conn.headers_done and conn.error is None:
                 await conn.wait(read_timeout, "response")
             if conn.error is not None:
                 raise conn.error
-        except BaseException:
+        except BaseException as exc:
             self._discard(conn)
+            if isinstance(exc, StaleConnection):
+                # Its siblings idled as long: the server likely closed them too.
+                self._drop_idle(origin)
             raise
         return httpx.Response(
             conn.status,
@@ -247,7 +329,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if self._slot_freed is not None:
             self._slot_freed.set()
 
-    def _checkout(self, origin: tuple[bytes, bytes, int]) -> _Connection | None:
+    def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
@@ -256,37 +338,78 @@ class Http11Transport(httpx.AsyncBaseTransport):
             conn = idle.pop()  # the most recently used: the least likely to have timed out
             if not conn.closed and now - conn.idle_since < self._expiry:
                 conn._reset()
+                conn.reused = True
                 return conn
             if conn.transport is not None:
                 conn.transport.close()
         return None
 
-    async def _connect(self, origin: tuple[bytes, bytes, int], limit: float | None) -> _Connection:
-        scheme, host, port = origin
-        context = None
-        if scheme == b"https":
-            context = (
-                self._verify
-                if isinstance(self._verify, ssl.SSLContext)
-                else ssl.create_default_context()
-            )
-            if self._verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+    def _tls(self) -> ssl.SSLContext:
+        """One TLS context for every connection (building one reads the CA store)."""
+        if self._ssl is None:
+            verify = self._verify
+            if isinstance(verify, ssl.SSLContext):
+                self._ssl = verify
+            elif verify is True:
+                self._ssl = ssl.create_default_context()
+            elif verify is False:
+                self._ssl = ssl.create_default_context()
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+            else:
+                self._ssl = ssl.create_default_context(cafile=str(verify))
+        return self._ssl
+
+    async def _connect(self, origin: Origin, limit: float | None,
+                       sni_hostname: str | None = None) -> _Connection:
+        scheme, raw_host, port = origin
+        host = raw_host.decode()
+        context = self._tls() if scheme == b"https" else None
+        server_hostname = (sni_hostname or host) if context is not None else None
         loop = asyncio.get_running_loop()
+        where = f"{host}:{port}"
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(origin), host.decode(), port, ssl=context
-                ),
-                limit,
-            )
+            async with asyncio.timeout(limit):
+                if self._proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(origin), host, port, ssl=context,
+                        server_hostname=server_hostname,
+                    )
+                    return conn
+                where = f"the proxy {self._proxy.host}:{self._proxy.port}"
+                return await self._connect_via_proxy(origin, context, server_hostname)
         except TimeoutError:
-            raise httpx.ConnectTimeout(
-                f"No connection to {host.decode()}:{port} in {limit} s."
-            ) from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"Cannot connect to {host.decode()}:{port}: {exc}") from exc
+            raise httpx.ConnectTimeout(f"No connection to {where} in {limit} s.") from None
+        except OSError as exc:  # ssl.SSLError (a certificate refused) is one too
+            raise httpx.ConnectError(f"Cannot connect to {where}: {exc}") from exc
+
+    async def _connect_via_proxy(self, origin: Origin, context: ssl.SSLContext | None,
+                                 server_hostname: str | None) -> _Connection:
+        assert self._proxy is not None
+        loop = asyncio.get_running_loop()
+        proxy_port = self._proxy.port or 80
+        if context is None:  # plain HTTP: requests go to the proxy in absolute form
+            _, conn = await loop.create_connection(
+                lambda: _Connection(origin), self._proxy.host, proxy_port)
+            return conn
+        # https: a CONNECT tunnel through the proxy, then TLS with the server inside it.
+        transport, tunnel = await loop.create_connection(_Tunnel, self._proxy.host, proxy_port)
+        try:
+            _, host, port = origin
+            target = host + b":%d" % port
+            auth = b"proxy-authorization: " + self._proxy_auth + b"\r\n" if self._proxy_auth else b""
+            transport.write(b"CONNECT " + target + b" HTTP/1.1\r\nhost: " + target + b"\r\n"
+                            + auth + b"\r\n")
+            status = await tunnel.answered
+            if status != 200:
+                raise ConnectionRefusedError(f"the proxy answered CONNECT with HTTP {status}")
+            conn = _Connection(origin)
+            tls = await loop.start_tls(transport, conn, context, server_hostname=server_hostname)
+        except BaseException:
+            transport.close()
+            raise
+        assert tls is not None
+        conn.connection_made(tls)
         return conn
 
     def _release(self, conn: _Connection) -> None:
@@ -302,10 +425,37 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if conn is not None and conn.transport is not None:
             conn.transport.close()
 
+    def _drop_idle(self, origin: Origin) -> None:
+        for conn in self._idle.pop(origin, ()):
+            if conn.transport is not None:
+                conn.transport.close()
+
     async def aclose(self) -> None:
         self._closed = True
-        for idle in self._idle.values():
-            for conn in idle:
-                if conn.transport is not None:
-                    conn.transport.close()
-        self._idle.clear()
+        for origin in list(self._idle):
+            self._drop_idle(origin)
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT; the connection then carries TLS to the server."""
+
+    def __init__(self) -> None:
+        self.answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._head = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._head += data
+        if b"\r\n\r\n" in self._head and not self.answered.done():
+            status_line = self._head.split(b"\r\n", 1)[0].split()
+            ok = len(status_line) >= 2 and status_line[1].isdigit()
+            self.answered.set_result(int(status_line[1]) if ok else 0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(ConnectionResetError("the proxy closed the connection"))
+
+
+def _basic_auth(url: httpx.URL) -> bytes | None:
+    if not url.username:
+        return None
+    return b"Basic " + base64.b64encode(f"{url.username}:{url.password}".encode())

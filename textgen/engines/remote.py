@@ -1,4 +1,4 @@
-"""A remote OpenAI-compatible vLLM server, reached over one pooled `httpx.AsyncClient`.
+"""One remote OpenAI-compatible vLLM server at one address, over a pooled keep-alive transport.
 
 The client's body goes upstream as it was sent, so every field the upstream understands works
 through the lab; the one change is `stream_options.include_usage` on streams (token counts are
@@ -10,6 +10,15 @@ aborts a request whose connection is gone. Failures become typed errors:
     no answer within the read timeout                   BackendTimeout (504)
     garbage, an upstream 5xx, a stream cut short        BackendUnavailable (502)
     upstream 4xx / 501                                  the same status, with its message
+
+A request that never reached the server's application (nothing written, or a reused idle
+connection the server had closed) is raised by `send` as `RequestNotSent`, so the model's
+`ReplicaSet` can send it to another replica; nothing else is ever sent twice.
+
+The server keeps its own health as the lab sees it (`state`): `up`; `ejected` after it answered
+a request with a 5xx or broke a stream; `down` when it cannot be reached or cannot list its
+models. Ejected and down servers take no requests until a probe (their `/v1/models`, asked by
+`RemoteBackends` at `retry_at`) brings them back; the wait doubles with each ejection in a row.
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -33,29 +43,20 @@ from ..errors import (
     ModelNotFound,
     TextGenError,
 )
-from ..request import PATHS, OpenAIRequest
+from ..request import OpenAIRequest
 from .base import EngineReply
+from .endpoint import Endpoint, base_url
 from .errors import rejection
-from .http11 import Http11Transport
+from .http11 import Http11Transport, StaleConnection
+from .load import ServerLoad, parse_load
+
+__all__ = ["RemoteServer", "ReplicaInfo", "RequestNotSent", "base_url", "guess_spec"]
 
 log = logging.getLogger(__name__)
 
-_API_SUFFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1")
+State = Literal["unknown", "up", "ejected", "down"]
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-def base_url(endpoint: str) -> str:
-    """`http://vllm:8000/v1/completions` (the seed's form), `.../v1` or a bare base URL -> base."""
-    url = endpoint.strip().rstrip("/")
-    for suffix in _API_SUFFIXES:
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL of a vLLM server: {endpoint!r}")
-    return url
-
+_METRICS_LIMIT = 4 * 1024 * 1024
 
 _SIZE = re.compile(r"(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z])", re.IGNORECASE)
 _INSTRUCT = re.compile(r"instruct|chat|(?:^|[-_])it(?:$|[-_])", re.IGNORECASE)
@@ -76,85 +77,192 @@ def guess_spec(model_id: str, owned_by: str | None = None) -> ModelSpec:
     return ModelSpec(model_id, params, instruct=bool(_INSTRUCT.search(name)), owned_by=owner)
 
 
-class RemoteEngine:
-    """One remote vLLM server and the models it serves; `kind` is "remote"."""
+class RequestNotSent(Exception):
+    """The request did not reach the server's application: it may be sent again.
 
-    kind = "remote"
+    `stale`: written on a reused connection the server had closed (a new connection to the same
+    server may work); otherwise nothing was written (the server cannot be reached).
+    """
+
+    def __init__(self, error: TextGenError, *, stale: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.stale = stale
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """What /v1/models/{id}, /health and the UI show of one replica (a server at one address)."""
+
+    url: str
+    status: State
+    in_flight: int
+    error: str | None
+    # From the server's own /metrics, when read (REMOTE_LOAD_METRICS_INTERVAL_SECONDS).
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = None
+    prefix_cache_hit_rate: float | None = None
+
+
+class RemoteServer:
+    """One vLLM server: its endpoint, or one address the endpoint's name resolved to."""
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoint | str,
+        address: str | None = None,
         *,
         connect_timeout: float = 2.0,
         read_timeout: float = 60.0,
         request_timeout: float = 600.0,
+        write_timeout: float = 10.0,
         max_connections: int = 256,
+        eject_seconds: float = 2.0,
+        eject_max_seconds: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = base_url(endpoint)
-        # Up or down as last seen (None until the first call); read by /health and discovery.
-        self.up: bool | None = None
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint.parse(endpoint)
+        self.address = address
+        base = self.endpoint.at(address)
+        # Shown in messages, /health and logs: the address it was reached at, no credentials.
+        self.url = self.endpoint.shown if address is None else base
+        self.state: State = "unknown"
         self.last_error: str | None = None
+        self.retry_at = 0.0  # monotonic time of the next probe while ejected or down
         self.models: tuple[str, ...] = ()
         self.model_roots: dict[str, str] = {}
-        # Called on every failure of the backend itself (not on the client's own 4xx).
-        self.on_failure: Callable[[RemoteEngine, TextGenError], None] | None = None
+        self.load = ServerLoad()
+        # Called on every failure of the server itself (not on the client's own 4xx).
+        self.on_failure: Callable[[RemoteServer, TextGenError], None] | None = None
+        self._ejections = 0  # in a row: the next back-off doubles
+        self._eject_seconds = eject_seconds
+        self._eject_max = max(eject_max_seconds, eject_seconds)
         self._in_flight = 0
+        self._streams: set[_UpstreamChunks] = set()
         self._closed = False
-        # One client per backend: its pool keeps connections alive between requests.
-        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=read_timeout)
         self._transport = transport or Http11Transport(max_connections=max_connections)
-        self._client = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout, transport=self._transport
-        )
-        # Generation requests go to the client's transport (its pool) directly, with URLs and
-        # headers built once here: the client's per-request layers (URL merging, cookies,
-        # auth, redirects) cost about 0.3 ms of CPU per request on the 2-core dev machine.
-        self._timeouts = timeout.as_dict()
+        self._timeouts = {"connect": connect_timeout, "read": read_timeout,
+                          "write": write_timeout, "pool": read_timeout}
         # A plain request's answer comes in one piece when the generation ends: the wait for
         # it is bounded by the whole request's time, not by the gap between stream chunks.
         self._plain_timeouts = {**self._timeouts, "read": request_timeout}
-        self._paths = {endpoint: httpx.URL(self.url + path) for endpoint, path in PATHS.items()}
-        self._headers = [
-            (b"host", httpx.URL(self.url).netloc),
-            (b"content-type", b"application/json"),
-        ]
+        # URLs and headers built once here: httpx's per-request layers (URL merging, header
+        # preparation) cost a quarter of the engine's own time per request.
+        self._urls: dict[str, httpx.URL] = {}
+        self._base = base
+        self._headers: list[tuple[bytes, bytes]] = [(b"host", self.endpoint.host_header.encode())]
+        if self.endpoint.authorization:
+            self._headers.append((b"authorization", self.endpoint.authorization.encode()))
+        self._extensions: dict[str, Any] = {}
+        if address is not None and self.endpoint.scheme == "https":
+            # The certificate names the service, not the pod's address.
+            self._extensions["sni_hostname"] = self.endpoint.host
 
     def __repr__(self) -> str:
-        return f"RemoteEngine({self.url!r})"
+        return f"RemoteServer({self.url!r})"
+
+    @property
+    def key(self) -> str:
+        """A stable name for routing (the same server after a restart keeps its prefixes)."""
+        return self.url
 
     def in_flight(self) -> int:
         """Generation requests sent upstream and not yet answered (streams not yet closed)."""
         return self._in_flight
 
-    # --- discovery ------------------------------------------------------------------------
+    def load_score(self) -> int:
+        """Requests on the server as we count them: ours now, plus the others' (other API
+        replicas) as its own /metrics said when last read."""
+        return self._in_flight + self.load.foreign()
+
+    def info(self) -> ReplicaInfo:
+        load = self.load
+        return ReplicaInfo(
+            url=self.url, status=self.state, in_flight=self._in_flight,
+            error=None if self.state == "up" else self.last_error,
+            waiting=load.waiting, running=load.running, kv_cache_usage=load.kv_cache_usage,
+            prefix_cache_hit_rate=load.prefix_cache_hit_rate(),
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    def mark_up(self) -> None:
+        """It answered a probe: back in rotation."""
+        self.state, self.last_error, self.retry_at = "up", None, 0.0
+
+    def mark_down(self, reason: str) -> None:
+        """It cannot be reached (or cannot say what it serves): out until a probe passes."""
+        self._back_off("down", reason)
+
+    def eject(self, reason: str) -> None:
+        """It failed a request (5xx, a broken stream): out for a back-off, then probed."""
+        if self.state == "down":
+            self.last_error = reason
+            return
+        self._back_off("ejected", reason)
+
+    def _back_off(self, state: State, reason: str) -> None:
+        now = time.monotonic()
+        self.last_error = reason
+        if self.state == state and now < self.retry_at:
+            return  # requests that were in flight failing too: one ejection, not several
+        self._ejections += 1
+        delay = min(self._eject_seconds * 2 ** (self._ejections - 1), self._eject_max)
+        self.state, self.retry_at = state, now + delay
+
+    # --- discovery and load ---------------------------------------------------------------
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's `/v1/models` entries; raises a backend error if it cannot say."""
         try:
-            response = await self._client.get("/v1/models")
+            response = await self._request("GET", "/v1/models", None, self._timeouts)
+            content = await response.aread()
         except httpx.HTTPError as exc:
-            raise self._failed(_transport_error(self.url, exc)) from exc
+            raise self._failed(_transport_error(self.url, exc), eject=False) from exc
         if response.status_code != 200:
-            raise self._failed(_status_error(self.url, response.status_code, response.content))
+            raise self._failed(_status_error(self.url, response.status_code, content),
+                               eject=False)
         try:
-            data = orjson.loads(response.content)["data"]
+            data = orjson.loads(content)["data"]
             models = [m for m in data if isinstance(m["id"], str)]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise self._failed(
-                BackendUnavailable(f"The backend {self.url} answered /v1/models with garbage.")
+                BackendUnavailable(f"The backend {self.url} answered /v1/models with garbage."),
+                eject=False,
             ) from exc
         self.models = tuple(m["id"] for m in models)
         # What identifies the weights behind each model (part of the cache key): vLLM's
         # model card names the folder it loaded (`root`) and its context length.
         self.model_roots = {m["id"]: f"{m.get('root') or ''}|{m.get('max_model_len') or ''}"
                             for m in models}
-        self.up, self.last_error = True, None
         return models
+
+    async def read_load(self) -> None:
+        """Read the server's own load from its `/metrics` (vLLM's queue and KV cache gauges).
+
+        A server that cannot be reached is marked down; one without the metrics keeps its
+        previous reading (the load signal is optional, routing works without it).
+        """
+        ours = self._in_flight
+        try:
+            response = await self._request("GET", "/metrics", None, self._timeouts)
+            try:
+                content = await _read_bounded(response, _METRICS_LIMIT)
+            finally:
+                await response.aclose()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._failed(_transport_error(self.url, exc))
+            return
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            self.load = parse_load(content, ours=ours, read_at=time.monotonic())
 
     # --- generation -----------------------------------------------------------------------
 
-    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+    async def send(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        """Answer a request; `RequestNotSent` when it never reached the server."""
         body = request.body
         if request.stream:
             options = body.get("stream_options")
@@ -163,8 +271,7 @@ class RemoteEngine:
         self._in_flight += 1
         streaming = False  # once the chunks are handed over, closing them ends the request
         try:
-            response = await self._post(self._paths[request.endpoint], body, request_id,
-                                        stream=request.stream)
+            response = await self._post(request.path, body, request_id, stream=request.stream)
             if not request.stream:
                 return EngineReply(response=await self._json(response))
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -176,44 +283,85 @@ class RemoteEngine:
                     )
                 )
             streaming = True
-            return EngineReply(chunks=_UpstreamChunks(self, response))
+            chunks = _UpstreamChunks(self, response)
+            self._streams.add(chunks)
+            return EngineReply(chunks=chunks)
         finally:
             if not streaming:
                 self._in_flight -= 1
 
+    async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
+        """`send` on its own: a request that did not reach the server is its error."""
+        try:
+            return await self.send(request, request_id)
+        except RequestNotSent as exc:
+            raise exc.error from exc
+
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._post(httpx.URL(self.url + path), body, None, stream=False)
+        response = await self._post(path, body, None, stream=False)
         return await self._json(response)
+
+    async def interrupt(self, error: TextGenError) -> None:
+        """End the streams open on this server with `error` (the lab is stopping)."""
+        for chunks in list(self._streams):
+            await chunks.interrupt(error)
 
     def weights(self, model: str) -> str:
         """The server and what it says of the model: its folder (`root`) and context length."""
-        return f"{self.url}|{self.model_roots.get(model, '')}"
+        return f"{self.endpoint.shown}|{self.model_roots.get(model, '')}"
 
-    async def _post(self, url: httpx.URL, body: dict[str, Any], request_id: str | None, *,
-                    stream: bool) -> httpx.Response:
-        """Send a JSON body; a non-200 answer becomes the typed error for its status."""
-        content = _dumps(body)
-        headers = [*self._headers, (b"content-length", b"%d" % len(content))]
-        headers.append((b"accept", b"text/event-stream" if stream else b"application/json"))
-        if request_id:
-            headers.append((b"x-request-id", request_id.encode()))
+    # --- requests -------------------------------------------------------------------------
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._base + path)
+        return url
+
+    async def _request(self, method: str, path: str, content: bytes | None,
+                       timeouts: dict[str, float], extra: list[tuple[bytes, bytes]] | None = None,
+                       ) -> httpx.Response:
+        headers = [*self._headers, *(extra or ())]
+        if content is not None:
+            headers.append((b"content-length", b"%d" % len(content)))
         # Given a stream and every header, httpx.Request skips its own header preparation
         # (45 us a request here, a quarter of the engine's own time).
-        upstream = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=headers,
-                                 extensions={"timeout": self._timeouts if stream
-                                             else self._plain_timeouts})
+        upstream = httpx.Request(method, self._url(path),
+                                 stream=httpx.ByteStream(content or b""), headers=headers,
+                                 extensions={"timeout": timeouts, **self._extensions})
+        return await self._transport.handle_async_request(upstream)
+
+    async def _post(self, path: str, body: dict[str, Any], request_id: str | None, *,
+                    stream: bool) -> httpx.Response:
+        """Send a JSON body; a non-200 answer becomes the typed error for its status."""
+        extra = [(b"content-type", b"application/json"),
+                 (b"accept", b"text/event-stream" if stream else b"application/json")]
+        if request_id:
+            extra.append((b"x-request-id", request_id.encode()))
         try:
-            response = await self._send(upstream)
+            response = await self._request("POST", path, _dumps(body),
+                                           self._timeouts if stream else self._plain_timeouts,
+                                           extra)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise RequestNotSent(self._failed(_transport_error(self.url, exc)),
+                                 stale=False) from exc
+        except StaleConnection as exc:
+            # A keep-alive race, not a failure of the server: nobody is told.
+            error = BackendUnavailable(
+                f"The backend {self.url} closed the connection before answering.")
+            raise RequestNotSent(error, stale=True) from exc
         except httpx.HTTPError as exc:
             raise self._failed(_transport_error(self.url, exc)) from exc
         if response.status_code != 200:
             try:
-                content = await _read_bounded(response)
+                content = await _read_bounded(response, _ERROR_BODY_LIMIT)
             except httpx.HTTPError:
                 content = b""
             finally:
                 await response.aclose()
-            raise self._failed(_status_error(self.url, response.status_code, content))
+            raise self._failed(_status_error(self.url, response.status_code, content),
+                               eject=response.status_code >= 500 and response.status_code != 501)
+        self._ejections = 0  # it answers: the next ejection starts from the shortest wait
         return response
 
     async def _json(self, response: httpx.Response) -> dict[str, Any]:
@@ -233,22 +381,18 @@ class RemoteEngine:
             )
         return data
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._transport.handle_async_request(request)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            # Most often a pooled connection the server closed meanwhile (it restarted): once
-            # more, on a new connection. Nothing was streamed to the client yet.
-            return await self._transport.handle_async_request(request)
+    def _failed(self, error: TextGenError, *, eject: bool | None = None) -> TextGenError:
+        """Note a failure of the server itself and hand the error back to raise.
 
-    def _failed(self, error: TextGenError) -> TextGenError:
-        """Note a failure of the backend itself and hand the error back to raise.
-
-        A 404 for a model it listed counts too: the backend was restarted with other models,
-        and whoever watches it should ask again rather than wait for the next round.
+        Down when it cannot be reached; ejected when it broke a request (`eject`, by default
+        any plain BackendUnavailable: garbage, a cut stream); a timeout of ours or its 429 says
+        it is slow or busy, not broken. A 404 for a model it listed is passed on too: it was
+        restarted with other models, and whoever watches it should ask again now.
         """
         if isinstance(error, BackendDown):
-            self.up = False
+            self.mark_down(error.message)
+        elif eject or (eject is None and type(error) is BackendUnavailable):
+            self.eject(error.message)
         if isinstance(error, BackendUnavailable | EngineOverloaded):
             self.last_error = error.message
         if self.on_failure is not None and isinstance(
@@ -258,9 +402,10 @@ class RemoteEngine:
         return error
 
     async def close(self) -> None:
+        """Close the pool; streams still open keep their connections until they end."""
         if not self._closed:
             self._closed = True
-            await self._client.aclose()
+            await self._transport.aclose()
 
 
 # --- response -----------------------------------------------------------------------------
@@ -296,31 +441,37 @@ class _UpstreamChunks:
     nobody started reading it (a client that left before the first chunk).
     """
 
-    def __init__(self, engine: RemoteEngine, response: httpx.Response) -> None:
-        self._engine = engine
+    def __init__(self, server: RemoteServer, response: httpx.Response) -> None:
+        self._server = server
         self._response = response
         self._events = _sse_data(response)
         self._done = False
         self._closed = False
+        self._interrupted: TextGenError | None = None
 
     def __aiter__(self) -> _UpstreamChunks:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        engine, url = self._engine, self._engine.url
+        server, url = self._server, self._server.url
         while True:
+            if self._interrupted is not None:
+                await self.aclose()
+                raise self._interrupted
             try:
                 data = await anext(self._events)
             except StopAsyncIteration:
                 await self.aclose()
                 if self._done:
                     raise
-                raise engine._failed(
+                raise server._failed(
                     BackendUnavailable(f"The backend {url} ended the stream before it finished.")
                 ) from None
             except httpx.HTTPError as exc:
                 await self.aclose()
-                raise engine._failed(_transport_error(url, exc)) from exc
+                if self._interrupted is not None:
+                    raise self._interrupted from None
+                raise server._failed(_transport_error(url, exc)) from exc
             if data == b"[DONE]":
                 # Read on to the end of the body: a response read to its end puts its
                 # connection back in the pool for the next request.
@@ -334,13 +485,18 @@ class _UpstreamChunks:
                 chunk = None
             if not isinstance(chunk, dict):
                 await self.aclose()
-                raise engine._failed(
+                raise server._failed(
                     BackendUnavailable(f"The backend {url} sent a chunk we could not read.")
                 )
             if "choices" not in chunk and ("error" in chunk or "message" in chunk):
                 await self.aclose()
-                raise engine._failed(_stream_error(url, chunk))
+                raise server._failed(_stream_error(url, chunk))
             return chunk
+
+    async def interrupt(self, error: TextGenError) -> None:
+        """End the stream with `error`: its reader gets it at its next chunk."""
+        self._interrupted = error
+        await self._response.aclose()  # wakes a reader waiting on the connection
 
     async def aclose(self) -> None:
         if self._closed:
@@ -350,7 +506,8 @@ class _UpstreamChunks:
             await self._events.aclose()
             await self._response.aclose()
         finally:
-            self._engine._in_flight -= 1
+            self._server._in_flight -= 1
+            self._server._streams.discard(self)
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -362,11 +519,12 @@ def _dumps(body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode()
 
 
-async def _read_bounded(response: httpx.Response) -> bytes:
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     content = b""
-    async for piece in response.aiter_bytes():
+    stream: Any = response.stream
+    async for piece in stream:
         content += piece
-        if len(content) > _ERROR_BODY_LIMIT:
+        if len(content) > limit:
             break
     return content
 
@@ -391,6 +549,11 @@ def _status_error(url: str, status: int, content: bytes) -> TextGenError:
         # lacks): passed on with the server's status and message.
         return rejection(status, message, param)
     detail = f": {message}" if message else ""
+    if status in (401, 403):
+        # Our credentials upstream (VLLM_API_KEY), not the client's: a 502 of ours.
+        return BackendUnavailable(
+            f"The backend {url} refused our credentials (HTTP {status}); check VLLM_API_KEY"
+            f"{detail}")
     if status == 429:
         return EngineOverloaded(f"The backend {url} is at capacity (HTTP 429){detail}")
     if status == 503:
@@ -408,7 +571,8 @@ def _stream_error(url: str, chunk: dict[str, Any]) -> TextGenError:
 def _transport_error(url: str, exc: httpx.HTTPError) -> TextGenError:
     name = type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        return BackendDown(f"The backend {url} cannot be reached ({name}).")
+        reason = " (its TLS certificate was refused)" if "CERTIFICATE" in str(exc) else ""
+        return BackendDown(f"The backend {url} cannot be reached ({name}){reason}.")
     if isinstance(exc, httpx.PoolTimeout):
         return EngineOverloaded(f"Every connection to the backend {url} is busy; retry shortly.")
     if isinstance(exc, httpx.TimeoutException):
