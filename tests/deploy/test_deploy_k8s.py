@@ -115,12 +115,15 @@ def _api_env(docs: Docs) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env |= find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
+    secrets = {d["metadata"]["name"]: d["stringData"] for _, d in docs if d["kind"] == "Secret"}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = find(docs, "Secret", ref["name"])["stringData"][ref["key"]]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        if ref.get("optional") and ref["key"] not in secrets.get(ref["name"], {}):
+            continue  # a Secret the operator creates (vllm-secrets), or leaves out
+        env[item["name"]] = secrets[ref["name"]][ref["key"]]
     return env
 
 
@@ -138,10 +141,17 @@ def test_api_env_vars_are_settings(k8s_docs: Docs) -> None:
     assert len(s.api_tokens()) == 2
 
 
+# vLLM reads VLLM_API_KEY as its --api-key; the API sends the same key (one Secret).
+VLLM_ENV = FOREIGN_ENV["vllm"] | {"VLLM_API_KEY"}
+
+
 def test_foreign_containers_env(k8s_docs: Docs) -> None:
-    for name in ("vllm", "redis"):
+    for name, allowed in (("vllm", VLLM_ENV), ("redis", FOREIGN_ENV["redis"])):
         container = _container(find(k8s_docs, "Deployment", name))
-        assert _env_names(k8s_docs, container) <= FOREIGN_ENV[name], name
+        assert _env_names(k8s_docs, container) <= allowed, name
+    for name in ("vllm-llama-70b-head", "vllm-llama-70b-worker"):
+        container = _container(find(k8s_docs, "StatefulSet", name))
+        assert _env_names(k8s_docs, container) <= VLLM_ENV, name
 
 
 def test_secret_and_config_refs_resolve(k8s_docs: Docs) -> None:
@@ -190,15 +200,18 @@ def test_probe_path_is_an_api_route() -> None:
     assert ("/health", "GET") in routes
 
 
+def _selected(docs: Docs, service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workloads (Deployments, StatefulSets) whose pods a Service selects."""
+    selector = service["spec"]["selector"]
+    return [d for _, d in docs if d["kind"] in ("Deployment", "StatefulSet")
+            and selector.items() <= _pod(d)["metadata"]["labels"].items()]
+
+
 def test_services_select_their_pods(k8s_docs: Docs) -> None:
     for _, doc in k8s_docs:
         if doc["kind"] != "Service":
             continue
-        selector = doc["spec"]["selector"]
-        targets = [
-            d for _, d in k8s_docs if d["kind"] == "Deployment"
-            and selector.items() <= _pod(d)["metadata"]["labels"].items()
-        ]
+        targets = _selected(k8s_docs, doc)
         assert len(targets) == 1, f"Service {doc['metadata']['name']} selects {len(targets)}"
         container_ports = {p["name"]: p["containerPort"] for p in _container(targets[0])["ports"]}
         for port in doc["spec"]["ports"]:
@@ -220,12 +233,85 @@ def test_hpa_scales_the_api(k8s_docs: Docs) -> None:
 
 def test_backends_resolve(k8s_docs: Docs) -> None:
     config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
-    for url, service_name in ((config["VLLM_ENDPOINT"], "vllm"), (config["REDIS_URL"], "redis")):
+    seed = settings_default("VLLM_ENDPOINT")
+    for url, service_name in ((config["VLLM_ENDPOINT"], "vllm-headless"), (seed, "vllm"),
+                              (config["REDIS_URL"], "redis")):
         parsed = urlparse(url)
         assert parsed.hostname == service_name
         service = find(k8s_docs, "Service", service_name)
         assert parsed.port in {p["port"] for p in service["spec"]["ports"]}
-    assert config["VLLM_ENDPOINT"] == settings_default("VLLM_ENDPOINT")
+
+
+def test_the_api_routes_over_the_vllm_pods_through_a_headless_service(k8s_docs: Docs) -> None:
+    """The API's endpoint names a headless Service (one DNS address per ready pod) over the
+    same pods and port as the seed's `vllm` Service, and there are several pods to route to."""
+    env = _api_env(k8s_docs)
+    headless, seed = find(k8s_docs, "Service", "vllm-headless"), find(k8s_docs, "Service", "vllm")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert not headless["spec"].get("publishNotReadyAddresses")  # a loading pod is not listed
+    assert seed["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert _selected(k8s_docs, headless) == _selected(k8s_docs, seed)
+    assert headless["spec"]["ports"] == seed["spec"]["ports"]
+    [deployment] = _selected(k8s_docs, headless)
+    assert deployment["spec"]["replicas"] >= 2
+    # One GPU a pod: a rolling update takes one away before it adds one.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    s = build_settings(env)
+    assert urlparse(s.VLLM_ENDPOINT).hostname == "vllm-headless"
+    assert s.REMOTE_DNS_INTERVAL_SECONDS > 0  # pods that come and go are followed
+    assert s.REMOTE_ROUTING_POLICY == "prefix_affinity"
+
+
+def _secret_env(container: dict[str, Any], name: str) -> tuple[str, str] | None:
+    for item in container.get("env", []):
+        if item["name"] == name and "valueFrom" in item:
+            ref = item["valueFrom"]["secretKeyRef"]
+            return ref["name"], ref["key"]
+    return None
+
+
+def test_the_vllm_api_key_is_one_secret_for_servers_and_api(k8s_docs: Docs) -> None:
+    api = _container(find(k8s_docs, "Deployment", "text-generation"))
+    servers = [_container(find(k8s_docs, "Deployment", "vllm")),
+               _container(find(k8s_docs, "StatefulSet", "vllm-llama-70b-head"))]
+    key = _secret_env(api, "VLLM_API_KEY")
+    assert key == ("vllm-secrets", "VLLM_API_KEY")
+    assert all(_secret_env(c, "VLLM_API_KEY") == key for c in servers)
+    config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
+    assert "VLLM_API_KEY" not in config  # a secret, never in the ConfigMap
+
+
+def test_one_model_over_two_nodes_with_vllms_ray_executor(k8s_docs: Docs) -> None:
+    head = find(k8s_docs, "StatefulSet", "vllm-llama-70b-head")
+    worker = find(k8s_docs, "StatefulSet", "vllm-llama-70b-worker")
+    head_args, worker_args = _container(head)["args"][0], _container(worker)["args"][0]
+    flags = flag_values(head_args.split("vllm serve", 1)[1].split())
+    assert flags["--distributed-executor-backend"] == "ray"
+    gpus = sum(_container(d)["resources"]["limits"]["nvidia.com/gpu"] * d["spec"]["replicas"]
+               for d in (head, worker))
+    stages = int(flags["--tensor-parallel-size"]) * int(flags["--pipeline-parallel-size"])
+    assert stages == gpus == 8
+    assert int(flags["--pipeline-parallel-size"]) == 1 + worker["spec"]["replicas"]  # a node each
+    assert f"ray.cluster_resources().get(\"GPU\", 0) < {gpus}" in head_args
+    assert _container(head)["resources"]["limits"]["nvidia.com/gpu"] == int(
+        flags["--tensor-parallel-size"])
+    # The workers join the head's Ray port through the headless Service that selects the head.
+    address = next(a for a in worker_args.split() if a.startswith("--address="))
+    host, port = address.split("=", 1)[1].rsplit(":", 1)
+    ray_service = find(k8s_docs, "Service", host)
+    assert ray_service["spec"]["clusterIP"] == "None"
+    assert _selected(k8s_docs, ray_service) == [head]
+    head_ports = {p["name"]: p["containerPort"] for p in _container(head)["ports"]}
+    assert int(port) == head_ports["ray"]
+    assert {p["port"] for p in ray_service["spec"]["ports"]} == {head_ports["ray"]}
+    # The OpenAI server runs on the head only, behind the Service the API would name.
+    api_service = find(k8s_docs, "Service", "vllm-llama-70b")
+    assert _selected(k8s_docs, api_service) == [head]
+    assert flags["--port"] == str(head_ports["http"])
+    for doc in (head, worker):
+        assert _container(doc)["image"] == _container(find(k8s_docs, "Deployment", "vllm"))["image"]
+    config_text = (K8S / "text-generation-deployment.yaml").read_text()
+    assert "http://vllm-llama-70b:8000/v1" in config_text  # how the API would reach it
 
 
 def test_redis_memory_policy(k8s_docs: Docs) -> None:
