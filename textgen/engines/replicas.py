@@ -47,6 +47,11 @@ class ReplicaSet:
     def policy(self) -> str:
         return self.router.policy
 
+    @property
+    def url(self) -> str:
+        """The replicas' URLs, for display ("remote vLLM (http://a, http://b)")."""
+        return ", ".join(r.url for r in self.replicas)
+
     def add(self, server: RemoteServer) -> None:
         if server not in self.replicas:
             self.replicas.append(server)
