@@ -36,6 +36,7 @@ from textgen import (
 )
 from textgen.answer import is_usage_chunk
 from textgen.backends import endpoints
+from textgen.engines.endpoint import Endpoint, redact
 from textgen.engines.remote import RemoteServer, base_url, guess_spec
 from textgen.engines.replicas import ReplicaSet
 
@@ -100,6 +101,37 @@ def test_endpoint_accepts_the_seeds_completions_url_or_a_base_url(endpoint: str)
 def test_endpoint_that_is_not_a_url_is_refused() -> None:
     with pytest.raises(ValueError, match="not an http"):
         base_url("vllm:8000")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "connect", "host_header", "authorization"),
+    [
+        ("http://vllm:8000/v1/completions", "http://vllm:8000", "http://vllm:8000", "vllm:8000",
+         None),
+        ("https://u:p%40ss@gpu.example/v1?api_key=sk-1", "https://gpu.example",
+         "https://gpu.example:443", "gpu.example", "Basic dTpwQHNz"),
+        ("http://[::1]:9000/", "http://[::1]:9000", "http://[::1]:9000", "[::1]:9000", None),
+        ("http://gw:80/vllm-a/v1", "http://gw:80/vllm-a", "http://gw:80/vllm-a", "gw", None),
+    ],
+    ids=["seed", "credentials-and-query", "ipv6", "path-prefix"],
+)
+def test_an_endpoint_is_shown_without_credentials_and_reached_as_written(
+    url: str, shown: str, connect: str, host_header: str, authorization: str | None,
+) -> None:
+    endpoint = Endpoint.parse(url)
+    assert (endpoint.shown, endpoint.at(None), endpoint.host_header) == (shown, connect,
+                                                                         host_header)
+    assert endpoint.authorization == authorization
+    assert "@" not in redact(url) and "?" not in redact(url)  # no credentials, no query
+
+
+def test_an_api_key_wins_over_the_urls_password_and_an_address_keeps_the_name() -> None:
+    endpoint = Endpoint.parse("https://u:p@vllm-headless:8443", api_key="sk-9")
+    assert endpoint.authorization == "Bearer sk-9"
+    server = RemoteServer(endpoint, "10.0.3.7")
+    assert server.url == "https://10.0.3.7:8443"  # shown: the address, no credentials
+    assert dict(server._headers)[b"host"] == b"vllm-headless:8443"
+    assert server._extensions == {"sni_hostname": "vllm-headless"}  # TLS checks the name
 
 
 def test_several_endpoints_from_a_json_or_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
