@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from textgen import Settings, TextGen
 
-from . import errors
+from . import errors, openapi
 from .routes import completions, health, models, tokenize
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
     app.state.settings = settings
     app.state.api_tokens = settings.api_tokens()
     errors.install(app)
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)

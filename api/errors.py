@@ -37,6 +37,7 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.BackendDown: (503, "service_unavailable_error"),
     e.BackendUnavailable: (502, "backend_error"),
     e.GenerationFailed: (500, "server_error"),
+    e.ModelLoadFailed: (500, "server_error"),
 }
 
 

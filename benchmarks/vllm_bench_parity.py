@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_section  # noqa: E402
 from textgen import DEFAULT_MODEL, Settings, embedded  # noqa: E402
 
 SECTION = "## vLLM's benchmark client: the lab against vLLM's own server"
@@ -152,15 +153,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        results = HERE / "RESULTS.md"
-        current = results.read_text()
-        if SECTION in current:
-            start = current.index(SECTION)
-            end = current.find("\n## ", start + 1)
-            current = current[:start] + text + ("\n" + current[end + 1:] if end != -1 else "")
-        else:
-            current = current.rstrip() + "\n\n" + text
-        results.write_text(current)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from .errors import (
     GenerationFailed,
     GenerationInterrupted,
     InvalidRequest,
+    ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
     ModelUnavailable,
@@ -30,7 +31,7 @@ from .settings import DEFAULT_MODEL, Settings
 __all__ = [
     "CATALOG", "DEFAULT_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
     "BackendUnavailable", "ContextLengthExceeded", "EngineOverloaded", "Generation",
-    "GenerationFailed", "GenerationInterrupted", "InvalidRequest", "ModelInfo", "ModelNotFound", "ModelNotReady",
+    "GenerationFailed", "GenerationInterrupted", "InvalidRequest", "ModelInfo", "ModelLoadFailed", "ModelNotFound", "ModelNotReady",
     "ModelSpec", "ModelUnavailable", "OpenAIRequest", "RateLimited", "RequestRejected",
     "RequestTooLarge", "Settings", "ShuttingDown", "TextGen", "TextGenError",
 ]

@@ -88,13 +88,19 @@ class MemoryCache:
         self._entries.move_to_end(key)
         return load_answer(raw)
 
-    async def set(self, key: str, answer: Answer) -> None:
-        if self._max <= 0:
+    async def set(self, key: str, answer: Answer, ttl: float | None = None) -> None:
+        self.put(key, dump_answer(answer), self._ttl if ttl is None else ttl)
+
+    def put(self, key: str, raw: bytes, ttl: float) -> None:
+        if self._max <= 0 or ttl <= 0:
             return
-        self._entries[key] = (time.monotonic() + self._ttl, dump_answer(answer))
+        self._entries[key] = (time.monotonic() + ttl, raw)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def health(self) -> str:
         return "ok"
@@ -114,6 +120,14 @@ class RedisCache:
         raw = await self.breaker.call(self._redis.get(key))
         return None if raw is None else load_answer(raw)
 
+    async def get_raw(self, key: str) -> tuple[bytes | None, float]:
+        """An entry's bytes and the seconds it has left, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)
+        raw, pttl = await self.breaker.call(pipe.execute())
+        return raw, max(pttl, 0) / 1000 if raw is not None else 0.0
+
     async def set(self, key: str, answer: Answer) -> None:
         await self.breaker.call(self._redis.set(key, dump_answer(answer), ex=self._ttl))
 
@@ -121,17 +135,55 @@ class RedisCache:
         return self.breaker.health()
 
 
+class TieredCache:
+    """Redis behind a bounded in-process tier (CACHE_MAX_ENTRIES entries).
+
+    A hit in the local tier costs no round trip, and the hot entries it holds keep being
+    served while Redis is down. Answers are written to both. An entry read from Redis is kept
+    locally for the time Redis still gives it, so it never outlives its Redis TTL. What two
+    replicas may see differently: an entry that Redis dropped before its TTL (its
+    `allkeys-lru` eviction, a flush) lives on in a replica's local tier until that TTL ends,
+    at most CACHE_TTL_SECONDS; entries are never changed, only added, so nothing stale is
+    served - only an entry one replica still has and another no longer does.
+    """
+
+    kind = "redis"
+
+    def __init__(self, local: MemoryCache, remote: RedisCache) -> None:
+        self.local = local
+        self.remote = remote
+        self.breaker = remote.breaker
+
+    async def get(self, key: str) -> Answer | None:
+        answer = await self.local.get(key)
+        if answer is not None:
+            return answer
+        raw, ttl = await self.remote.get_raw(key)  # CacheUnavailable while Redis is down
+        if raw is None:
+            return None
+        self.local.put(key, raw, ttl)
+        return load_answer(raw)
+
+    async def set(self, key: str, answer: Answer) -> None:
+        await self.local.set(key, answer)
+        await self.remote.set(key, answer)  # a Redis outage is raised; the local copy stays
+
+    def health(self) -> str:
+        return self.remote.health()
+
+
 class CircuitBreaker:
     """Skips a failing dependency for a growing pause, so a dead Redis costs no timeouts.
 
     Closed, calls go through. After a failure it opens: calls are skipped (CacheUnavailable at
-    once) for `pause` seconds, doubling up to `max_pause`. Then exactly one call goes through
+    once) for `pause` seconds, doubling up to `max_pause` (calls failing together count once).
+    Then exactly one call goes through
     as a probe while the others are still skipped: its success closes the breaker, its failure
     opens it again for longer. An error *reply* (`reply_errors`: the server answered, e.g.
     Redis' WRONGTYPE or OOM) fails that call only: the server is up, nothing opens.
     """
 
-    def __init__(self, name: str, base_pause: float = 0.5, max_pause: float = 5.0,
+    def __init__(self, name: str, base_pause: float = 0.5, max_pause: float = 2.0,
                  reply_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.name = name
         self._base = base_pause
@@ -154,10 +206,12 @@ class CircuitBreaker:
             self._close()
             raise CacheUnavailable(f"{self.name} refused the call: {type(exc).__name__}") from exc
         except Exception as exc:  # no answer: the store is not usable now
-            self._pause = min(self._max, self._pause * 2 or self._base)
-            self._open_until = time.monotonic() + self._pause
-            self.last_error = type(exc).__name__
-            log.warning("%s failed (%s); bypassing it for %.1fs", self.name, self.last_error, self._pause)
+            if time.monotonic() >= self._open_until:  # not already opened by a call beside it
+                self._pause = min(self._max, self._pause * 2 or self._base)
+                self._open_until = time.monotonic() + self._pause
+                self.last_error = type(exc).__name__
+                log.warning("%s failed (%s); bypassing it for %.1fs", self.name,
+                            self.last_error, self._pause)
             raise CacheUnavailable(f"{self.name} failed: {type(exc).__name__}") from exc
         finally:
             self._probing = False

@@ -16,7 +16,8 @@
      ├── BackendUnavailable      a remote backend answered garbage or failed (502)
      │    ├── BackendDown        a remote backend cannot be reached (503)
      │    └── BackendTimeout     a remote backend did not answer in time (504)
-     └── GenerationFailed        the engine failed while generating (500)
+     ├── GenerationFailed        the engine failed while generating (500)
+     └── ModelLoadFailed         a model's engine could not start: its folder or flags (500)
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ class BackendTimeout(BackendUnavailable):
 
 class GenerationFailed(TextGenError):
     code = "generation_failed"
+
+
+class ModelLoadFailed(TextGenError):
+    """A model's engine could not start (a folder vLLM cannot load, flags it refuses, memory):
+    the lab's configuration, not the request, so retrying does not help."""
+
+    code = "model_load_failed"
 
 
 def error_codes() -> list[str]:

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .answer import FINISHED, Answer, finish_reasons, is_usage_chunk, usage_of
+from .answer import is_usage_chunk, usage_of
 from .ratelimit import RateDecision
 from .request import OpenAIRequest
 
-CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+# SHARED: read from an identical request's generation in flight (textgen.flight).
+CacheStatus = Literal["HIT", "MISS", "BYPASS", "SHARED"]
 
 
 @dataclass(slots=True)
@@ -33,9 +34,9 @@ class Generation:
     """Returned by `TextGen.open`: the admission facts, then the answer.
 
     A plain request arrives finished (`response`). A streamed one is read once through
-    `chunks()`; reading it to the end completes it, and closing it early (a client that went
-    away, the UI's Stop) aborts the engine's work and nothing is cached. `aclose()` ends it
-    whatever state it is in.
+    `chunks()`; closing it early (a client that went away, the UI's Stop) stops this request's
+    reading, and the engine's work with it when no identical request reads it too
+    (textgen.flight): nothing is cached then. `aclose()` ends it whatever state it is in.
     """
 
     def __init__(
@@ -59,9 +60,6 @@ class Generation:
         self.id: str | None = response.get("id") if response else None
         self._source = source
         self._on_finish = on_finish
-        self._chunks: list[dict[str, Any]] = []
-        self._finish: dict[int, str] = finish_reasons(response["choices"]) if response else {}
-        self._choices: set[int] = {c.get("index", 0) for c in response["choices"]} if response else set()
         self._state: Literal["open", "streaming", "ended"] = "open" if source else "ended"
 
     @property
@@ -127,29 +125,6 @@ class Generation:
             self.timing.first_token = time.monotonic()
         if is_usage_chunk(chunk):
             self.usage = usage_of(chunk)
-        else:
-            choices = chunk.get("choices") or []
-            self._choices.update(c.get("index", 0) for c in choices)
-            self._finish.update(finish_reasons(choices))
-        self._chunks.append(chunk)
-
-    @property
-    def complete(self) -> bool:
-        """Every choice finished on its own (stop, length, a tool call), nothing aborted."""
-        return (
-            self._state == "ended"
-            and bool(self._choices)
-            and all(self._finish.get(i) in FINISHED for i in self._choices)
-            and (self._source is None or self.timing.finished is not None)
-        )
-
-    def answer(self) -> Answer | None:
-        """The finished answer, as the cache stores it; None for an unfinished one."""
-        if not self.complete:
-            return None
-        if self.response is not None:
-            return Answer(self.request.endpoint, "response", self.response)
-        return Answer(self.request.endpoint, "chunks", self._chunks)
 
     @property
     def completion_tokens(self) -> int:

@@ -60,6 +60,11 @@ class Metrics:
             "text_rate_limit_refusals_total", "Requests refused by the per-model limit.",
             ["model"], registry=r,
         )
+        self.shared = Counter(
+            "text_single_flight_shared_total",
+            "Requests answered by an identical request's generation in flight (X-Cache: SHARED).",
+            ["model"], registry=r,
+        )
         self.cache_errors = Counter(
             "text_cache_errors_total", "Cache store operations that failed (cache bypassed).",
             ["operation"], registry=r,
@@ -74,7 +79,7 @@ class Metrics:
         reads 0 rather than "no data" until its first request (of each kind)."""
         for family in (self.generation_seconds, self.cache_hits, self.cache_misses,
                        self.prompt_tokens, self.completion_tokens, self.time_to_first_token,
-                       self.in_flight, self.rate_limited):
+                       self.in_flight, self.rate_limited, self.shared):
             family.labels(model)
         for code in error_codes():
             self.errors.labels(model, code)

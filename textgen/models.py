@@ -21,6 +21,7 @@ from .errors import (
     BackendDown,
     GenerationInterrupted,
     InvalidRequest,
+    ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
     ModelUnavailable,
@@ -267,6 +268,12 @@ class ModelRegistry:
                 # What a start would refuse (a folder that cannot load, bad flags) is found
                 # before anything is evicted: the loaded model stays when this one cannot come.
                 await self._check_engine(model_id, folder)
+                # vLLM, torch and transformers are imported by now: some 700k long-lived objects
+                # that a full garbage collection would walk (it stalled requests ~0.4 s, p99 at 32
+                # connections). Freezing puts them out of the collector's reach; the engine's own
+                # objects (~30k) come after, so a stopped engine is still collected.
+                gc.collect(1)
+                gc.freeze()
                 await self._make_room(model_id)
                 before = self._gpu_used()
                 engine = await self._start(model_id, folder)
@@ -280,13 +287,12 @@ class ModelRegistry:
                           else type(exc).__name__)
                 log.exception("loading %s failed", model_id)
                 e.status, e.reason = "error", reason
-                raise
+                if isinstance(exc, TextGenError):
+                    raise
+                raise ModelLoadFailed(
+                    f"The model '{model_id}' could not be loaded: {reason}") from exc
             finally:
                 e.loading = None
-            # vLLM, torch and transformers leave millions of long-lived objects behind; a full
-            # garbage collection over them stalled requests for ~0.4 s (p99 at 32 connections).
-            # Freezing moves them out of the collector's reach (until the next unload).
-            gc.freeze()
             e.engine, e.status, e.loaded_at = engine, "loaded", time.time()
             e.weights, e.died = engine.weights(model_id), False
             e.last_used = time.monotonic()
@@ -345,11 +351,9 @@ class ModelRegistry:
         e.loaded_at, e.gpu_memory_gb = None, None
         await engine.close()
         del engine
-        # Objects frozen after the load are out of the collector's reach for good unless
-        # thawed: let the stopped engine's cycles go, then freeze what is left again.
-        gc.unfreeze()
+        # The stopped engine's reference cycles: a collection over what is not frozen (the
+        # engine's objects, not the libraries'), tens of milliseconds.
         gc.collect()
-        gc.freeze()
 
     def check_engines(self) -> None:
         """Mark an in-process model whose engine died as `error`, and stop that engine.

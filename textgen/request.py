@@ -28,6 +28,8 @@ class OpenAIRequest:
     write_cache: bool = True
     # The client's X-Request-Id, passed to the engine so logs join across hops.
     request_id: str | None = None
+    # The body's size as received, in bytes (0: unknown): big bodies are hashed off the loop.
+    size: int = 0
     model: str = field(init=False)
     stream: bool = field(init=False)
 

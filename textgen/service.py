@@ -1,7 +1,8 @@
 """`TextGen`: the one facade the API, the UI and notebooks call.
 
-Pipeline of a request: validate -> cache lookup -> rate limit -> engine -> cache store ->
-metrics. A cache hit costs no engine time and is not counted against the rate limit.
+It owns what lives as long as the lab: engines (the model registry, remote backends), Redis,
+the cache and the limiter, metrics, traces, telemetry. A request's path through them is
+`textgen.pipeline`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .answer import Answer, new_id, now, renamed
 from .backends import RemoteBackends
 from .cache import (
     CacheUnavailable,
@@ -27,42 +24,22 @@ from .cache import (
     MemoryCache,
     RedisCache,
     ResponseCache,
-    cache_key,
+    TieredCache,
 )
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
-from .errors import (
-    EngineOverloaded,
-    GenerationFailed,
-    InvalidRequest,
-    ModelNotReady,
-    RateLimited,
-    ShuttingDown,
-    TextGenError,
-)
-from .generation import CacheStatus, Generation, Timing, replay
+from .errors import InvalidRequest, TextGenError
+from .generation import Generation
 from .metrics import Metrics
-from .models import ModelEntry, ModelInfo, ModelRegistry
-from .ratelimit import RateDecision, RateLimiter
+from .models import ModelInfo, ModelRegistry
+from .pipeline import Pipeline, RequestRecord, record_dict
+from .ratelimit import RateLimiter
 from .request import OpenAIRequest
 from .settings import Settings
 from .telemetry import TelemetrySampler
-from .tracing import NullTrace, RequestTrace, Tracing
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One finished request, for the dashboards' request-rate and latency series."""
-
-    time: float
-    model: str
-    cache: CacheStatus
-    outcome: str
-    seconds: float
-    ttft: float | None
-    completion_tokens: int
 
 
 class TextGen:
@@ -79,6 +56,8 @@ class TextGen:
         self.redis: Any = None
         self.cache: ResponseCache = MemoryCache(s.CACHE_MAX_ENTRIES, s.CACHE_TTL_SECONDS)
         self.limiter = RateLimiter()
+        if s.REDIS_URL:
+            self._use_redis(s)
         self.models = ModelRegistry(
             cache_dir=s.MODEL_CACHE_DIR,
             local_paths=dict(s.MODEL_PATHS),
@@ -91,11 +70,10 @@ class TextGen:
             gpu_memory_used_gb=self.telemetry.gpu.memory_used_gb,
             on_servable=self.metrics.prime,
         )
-        self.history: deque[RequestRecord] = deque(maxlen=s.TELEMETRY_HISTORY * 10)
+        self.pipeline = Pipeline(s, self.models, self.cache, self.limiter, self.metrics,
+                                 self.tracing)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
-        # Set when the lab starts to stop (SIGTERM): readiness fails, new requests get a 503.
-        self.draining = False
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
         self.backends = RemoteBackends(s, self.models, self.metrics)
 
@@ -104,22 +82,6 @@ class TextGen:
     async def start(self, *, wait: bool = True) -> None:
         """Connect Redis, start metrics and telemetry, and load the default model."""
         s = self.settings
-        if s.REDIS_URL:
-            import redis.asyncio as aioredis
-
-            self.redis = aioredis.from_url(
-                s.REDIS_URL,
-                password=s.REDIS_PASSWORD.get_secret_value() if s.REDIS_PASSWORD else None,
-                socket_timeout=s.REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=s.REDIS_TIMEOUT_SECONDS,
-                retry_on_timeout=False,
-            )
-            # An error reply (WRONGTYPE, OOM) means Redis is up: it fails that call only.
-            replies = (aioredis.ResponseError,)
-            self.cache = RedisCache(self.redis, s.CACHE_TTL_SECONDS,
-                                    CircuitBreaker("redis cache", reply_errors=replies))
-            self.limiter = RateLimiter(
-                self.redis, CircuitBreaker("redis rate limiter", reply_errors=replies))
         if s.METRICS_PORT:
             try:
                 self._metrics_server = self.metrics.serve(s.METRICS_PORT,
@@ -143,6 +105,32 @@ class TextGen:
             load.add_done_callback(lambda t: t.cancelled() or t.exception())
             if wait:
                 await load
+
+    def _use_redis(self, s: Settings) -> None:
+        """Redis for the cache (behind an in-process tier) and the limiter; it connects on
+        first use, so an unreachable Redis never delays start-up."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.redis = aioredis.from_url(
+            s.REDIS_URL,
+            password=s.REDIS_PASSWORD.get_secret_value() if s.REDIS_PASSWORD else None,
+            socket_timeout=s.REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=s.REDIS_TIMEOUT_SECONDS,
+            retry_on_timeout=False,
+            # After a Redis restart every pooled connection is dead: one retry on a fresh
+            # connection, instead of each stale one failing a call (and opening the breaker).
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[aioredis.ConnectionError],
+        )
+        # An error reply (WRONGTYPE, OOM) means Redis is up: it fails that call only.
+        replies = (aioredis.ResponseError,)
+        remote = RedisCache(self.redis, s.CACHE_TTL_SECONDS,
+                            CircuitBreaker("redis cache", reply_errors=replies))
+        self.cache = TieredCache(MemoryCache(s.CACHE_MAX_ENTRIES, s.CACHE_TTL_SECONDS), remote)
+        self.limiter = RateLimiter(
+            self.redis, CircuitBreaker("redis rate limiter", reply_errors=replies))
 
     async def wait_ready(self) -> None:
         """Wait until the default model has loaded (or failed)."""
@@ -221,98 +209,9 @@ class TextGen:
     # --- generation -----------------------------------------------------------------------
 
     async def open(self, request: OpenAIRequest) -> Generation:
-        """Admit a request and start it: raises typed errors before any output is produced.
-
-        A plain request comes back finished; a streamed one comes back ready to read.
-        """
-        model = request.model
-        label = model if model in self.models.entries else "_unknown"
-        span = self.tracing.request(label)
-        timing = Timing(started=time.monotonic())
-        try:
-            if self.draining:
-                raise ShuttingDown("The lab is stopping; send the request to another replica.")
-            self.models.check_servable(model)
-            if not self.settings.CACHE_SAMPLED and request.sampled:
-                request = replace(request, read_cache=False, write_cache=False)
-            key = cache_key(request, await self._weights(model))
-            status: CacheStatus = "BYPASS"
-            if request.read_cache:
-                with span.child("cache.lookup"):
-                    status, cached = await self._lookup(key, model)
-                if cached is not None:
-                    return await self._hit(request, cached, timing, span)
-            engine = await self._engine(model)
-            entry = self.models.entry(model)
-            if entry.active >= self.settings.MAX_CONCURRENT_REQUESTS:
-                raise EngineOverloaded(
-                    f"The engine for '{model}' is at capacity "
-                    f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
-                )
-            # Admission checks come before the limiter, so a client that honours a 503's
-            # Retry-After does not spend its own quota; the slot is held meanwhile.
-            entry.admit()
-            try:
-                with span.child("rate_limit"):
-                    rate = await self._admit(model)
-            except BaseException:
-                entry.release()
-                raise
-            return await self._generate(request, engine, entry, status, rate, timing, key, span)
-        except TextGenError as exc:
-            self.metrics.errors.labels(label, exc.code).inc()
-            self._record(model, "BYPASS", exc.code, timing, None)
-            span.end(error=exc.code)
-            raise
-
-    async def _generate(self, request: OpenAIRequest, engine: Engine, entry: ModelEntry,
-                        status: CacheStatus, rate: RateDecision, timing: Timing, key: str,
-                        span: RequestTrace | NullTrace) -> Generation:
-        model = request.model
-        request_id = request.request_id or uuid.uuid4().hex
-        span.start_generation()  # ends with the last token, in _finish
-        self.metrics.in_flight.labels(model).inc()
-
-        async def finish(generation: Generation, error: BaseException | None) -> None:
-            entry.release()
-            self.metrics.in_flight.labels(model).dec()
-            await self._finish(generation, error, key, span)
-
-        try:
-            reply = await engine.generate(request, request_id)
-        except BaseException as exc:
-            entry.release()
-            self.metrics.in_flight.labels(model).dec()
-            if isinstance(exc, GenerationFailed):
-                self.models.check_engines()  # a dead engine shows at once, not at /health
-            raise
-        if reply.chunks is not None:
-            return Generation(request=request, cache_status=status, rate=rate, timing=timing,
-                              on_finish=finish, source=reply.chunks)
-        timing.first_token = timing.finished = time.monotonic()
-        generation = Generation(request=request, cache_status=status, rate=rate, timing=timing,
-                                on_finish=finish, response=reply.response)
-        await finish(generation, None)
-        return generation
-
-    async def _hit(self, request: OpenAIRequest, cached: Answer, timing: Timing,
-                   span: RequestTrace | NullTrace) -> Generation:
-        """A cached answer under a new id, in the form the request asks for."""
-        answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
-
-        async def finish(generation: Generation, error: BaseException | None) -> None:
-            await self._finish(generation, error, "", span)
-
-        if request.stream:
-            chunks = [renamed(c, answer_id, created) for c in cached.chunks()]
-            return Generation(request=request, cache_status="HIT", rate=None, timing=timing,
-                              on_finish=finish, source=replay(chunks))
-        timing.first_token = timing.finished = time.monotonic()
-        generation = Generation(request=request, cache_status="HIT", rate=None, timing=timing,
-                                on_finish=finish,
-                                response=renamed(cached.response(), answer_id, created))
-        await finish(generation, None)
-        return generation
+        """Admit a request and start it (textgen.pipeline): raises typed errors before any
+        output is produced. A plain request comes back finished; a streamed one ready to read."""
+        return await self.pipeline.open(request)
 
     async def stream(self, request: OpenAIRequest) -> AsyncIterator[dict[str, Any]]:
         """Convenience for notebooks: the chunks of a request (streamed whatever it says)."""
@@ -334,98 +233,17 @@ class TextGen:
         if not isinstance(model, str) or not model:
             raise InvalidRequest("You must provide a model parameter.", param="model")
         self.models.check_servable(model)
-        engine = await self._engine(model)
+        engine = await self.pipeline.engine(model)
         return await engine.tokenize(path, body)
 
-    async def _weights(self, model: str) -> str:
-        """What identifies the weights behind a model, for its cache key.
+    @property
+    def history(self) -> deque[RequestRecord]:
+        """The requests finished lately (the dashboards' series)."""
+        return self.pipeline.history
 
-        Known while an engine serves it (even a remote one that is down, so its cached answers
-        keep flowing) and after an in-process model was unloaded; a model that never loaded in
-        this process is waited for (a load in progress) or refused (not loaded).
-        """
-        entry = self.models.entry(model)
-        if entry.engine is not None:
-            return entry.engine.weights(model)
-        if entry.weights is not None:
-            return entry.weights
-        return (await self._engine(model)).weights(model)
-
-    async def _engine(self, model: str) -> Engine:
-        entry = self.models.entry(model)
-        if entry.loading is not None:
-            # A model that is loading: wait (bounded) rather than refuse at once.
-            try:
-                await asyncio.wait_for(asyncio.shield(entry.loading), self.settings.LOAD_WAIT_SECONDS)
-            except TimeoutError:
-                raise ModelNotReady(f"The model '{model}' is still loading; retry shortly.") from None
-            except Exception:
-                pass  # the load failed: engine_for says why
-        return self.models.engine_for(model)
-
-    async def _lookup(self, key: str, model: str) -> tuple[CacheStatus, Answer | None]:
-        try:
-            cached = await self.cache.get(key)
-        except CacheUnavailable:
-            self.metrics.cache_errors.labels("get").inc()
-            return "BYPASS", None
-        if cached is None:
-            self.metrics.cache_misses.labels(model).inc()
-            return "MISS", None
-        self.metrics.cache_hits.labels(model).inc()
-        return "HIT", cached
-
-    async def _admit(self, model: str) -> RateDecision:
-        limit = self.rate_limit(model)
-        decision = await self.limiter.hit(model, limit)
-        if not decision.admitted:
-            self.metrics.rate_limited.labels(model).inc()
-            raise RateLimited(
-                f"Rate limit reached for '{model}': {limit} requests per minute. "
-                f"Retry in {decision.reset_after:.1f} s.",
-                retry_after=decision.reset_after, limit=limit, reset_after=decision.reset_after,
-            )
-        return decision
-
-    async def _finish(self, gen: Generation, error: BaseException | None, key: str,
-                      span: RequestTrace | NullTrace) -> None:
-        model = gen.model
-        hit = gen.cache_status == "HIT"
-        if error is not None:
-            code = error.code if isinstance(error, TextGenError) else "aborted"
-            if isinstance(error, TextGenError):
-                self.metrics.errors.labels(model, code).inc()
-            if isinstance(error, GenerationFailed):
-                self.models.check_engines()
-            self._record(model, gen.cache_status, code, gen.timing, gen)
-            span.end(cache=gen.cache_status, error=code)
-            return
-        if not hit:
-            self.metrics.generation_seconds.labels(model).observe(gen.timing.total or 0.0)
-            if gen.timing.time_to_first_token is not None:
-                self.metrics.time_to_first_token.labels(model).observe(gen.timing.time_to_first_token)
-            self.metrics.prompt_tokens.labels(model).inc(gen.prompt_tokens)
-            self.metrics.completion_tokens.labels(model).inc(gen.completion_tokens)
-            # Only a generation that ran to its own end is stored: never an aborted one.
-            answer = gen.answer()
-            if answer is not None and gen.request.write_cache:
-                try:
-                    await self.cache.set(key, answer)
-                except CacheUnavailable:
-                    self.metrics.cache_errors.labels("set").inc()
-        self._record(model, gen.cache_status, "ok", gen.timing, gen)
-        span.end(cache=gen.cache_status)
-
-    def _record(self, model: str, cache: CacheStatus, outcome: str, timing: Timing,
-                gen: Generation | None) -> None:
-        self.metrics.requests.labels(model if model in self.models.entries else "_unknown", outcome).inc()
-        self.history.append(
-            RequestRecord(
-                time=time.time(), model=model, cache=cache, outcome=outcome,
-                seconds=time.monotonic() - timing.started, ttft=timing.time_to_first_token,
-                completion_tokens=gen.completion_tokens if gen is not None else 0,
-            )
-        )
+    @property
+    def draining(self) -> bool:
+        return self.pipeline.draining
 
     # --- health and dashboards ------------------------------------------------------------
 
@@ -462,9 +280,9 @@ class TextGen:
 
     def begin_drain(self) -> None:
         """The lab is about to stop: refuse new requests (503) and fail readiness."""
-        if not self.draining:
+        if not self.pipeline.draining:
             log.info("draining: no new requests; running ones may finish")
-        self.draining = True
+        self.pipeline.draining = True
 
     async def interrupt(self, error: TextGenError) -> None:
         """End every request in flight on every engine with `error` (the lab is stopping)."""
@@ -486,12 +304,9 @@ class TextGen:
     def requests_frame(self) -> pd.DataFrame:
         """Recent requests as a DataFrame (time, model, cache, outcome, seconds, ttft, tokens)."""
         frame = pd.DataFrame(
-            [_record_dict(r) for r in self.history],
+            [record_dict(r) for r in self.history],
             columns=["time", "model", "cache", "outcome", "seconds", "ttft", "completion_tokens"],
         )
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         return frame
 
-
-def _record_dict(record: RequestRecord) -> dict[str, Any]:
-    return {f: getattr(record, f) for f in RequestRecord.__dataclass_fields__}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -79,6 +79,66 @@ class Settings(BaseSettings):
     REMOTE_MAX_CONNECTIONS: int = Field(
         256, description="Pooled keep-alive connections per remote server."
     )
+    REMOTE_WRITE_TIMEOUT_SECONDS: float = Field(
+        10.0, gt=0, description="Longest wait to write a request to a remote server (504 after)."
+    )
+    VLLM_API_KEY: SecretStr | None = Field(
+        None, description="API key of the remote vLLM servers (their --api-key), sent as a "
+        "bearer token; unset = none (a URL's user:pass@ is sent as basic auth instead).",
+    )
+    VLLM_API_KEYS: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="JSON object: endpoint URL -> API key of that server, for servers with keys "
+        "of their own (others get VLLM_API_KEY).",
+    )
+    REMOTE_TLS_VERIFY: bool = Field(
+        True, description="Verify https backends' certificates (false: accept any; for tests)."
+    )
+    REMOTE_TLS_CA_FILE: Path | None = Field(
+        None, description="CA bundle (PEM) that https backends' certificates are checked "
+        "against; unset = the system's CAs.",
+    )
+    REMOTE_PROXY: str | None = Field(
+        None, description="HTTP proxy for remote backends (http://[user:pass@]host:port; https "
+        "backends through CONNECT); the proxy resolves their names, so a name is one replica. "
+        "Unset = direct (HTTP_PROXY is not read).",
+    )
+    REMOTE_ROUTING_POLICY: Literal["least_outstanding", "prefix_affinity", "round_robin"] = Field(
+        "least_outstanding",
+        description="How a model's replicas share its requests: least_outstanding (fewest in "
+        "flight), prefix_affinity (same prompt prefix, same replica, bounded by load), or "
+        "round_robin.",
+    )
+    REMOTE_ROUTING_POLICIES: dict[
+        str, Literal["least_outstanding", "prefix_affinity", "round_robin"]
+    ] = Field(
+        default_factory=dict,
+        description="JSON object: model id -> routing policy for that model.",
+    )
+    REMOTE_PREFIX_CHARS: int = Field(
+        256, ge=1, description="prefix_affinity: leading characters of the prompt (chat: of the "
+        "messages, role and content) that pick the replica.",
+    )
+    REMOTE_PREFIX_LOAD_FACTOR: float = Field(
+        1.25, ge=1.0, description="prefix_affinity: a replica carrying this times the average "
+        "load (in flight, counting the new request) plus one is passed over for the next one on "
+        "the hash ring.",
+    )
+    REMOTE_EJECT_SECONDS: float = Field(
+        2.0, gt=0, description="A remote server that cannot be reached or answers a 5xx is "
+        "taken out of rotation this long before a probe; doubles while it keeps failing.",
+    )
+    REMOTE_EJECT_MAX_SECONDS: float = Field(
+        10.0, gt=0, description="Longest wait between probes of a server that is out.",
+    )
+    REMOTE_DNS_INTERVAL_SECONDS: float = Field(
+        10.0, ge=0, description="How often backend host names are resolved again, each address "
+        "a replica (a Kubernetes headless Service: one per ready pod); 0 = at discovery only.",
+    )
+    REMOTE_LOAD_METRICS_INTERVAL_SECONDS: float = Field(
+        5.0, ge=0, description="How often each remote server's own /metrics (queue, KV cache, "
+        "prefix cache) is read as a load signal beside our own count; 0 = never.",
+    )
 
     # --- the in-process vLLM engine (the seed's `vllm serve` flags) --------------------------
     DTYPE: str = Field(
@@ -119,6 +179,12 @@ class Settings(BaseSettings):
     LOAD_WAIT_SECONDS: float = Field(
         120.0, description="How long a request waits for its model to finish loading."
     )
+    MAX_REQUEST_BYTES: int = Field(
+        10 * 1024 * 1024, ge=1024,
+        description="Largest request body accepted (413 past it, before it is read whole): a "
+        "2048-token context is a few kB of text; 10 MiB leaves room for long contexts and "
+        "token-id prompts.",
+    )
     MAX_CONCURRENT_REQUESTS: int = Field(
         64, description="Requests one engine holds at once; past it the API answers 503."
     )
@@ -148,6 +214,13 @@ class Settings(BaseSettings):
     @field_validator("MODEL_PATHS", "RATE_LIMITS", "VLLM_SERVE_ARGS", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("VLLM_API_KEYS", "REMOTE_ROUTING_POLICIES", mode="before")
+    @classmethod
+    def _parse_remote_json_object(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value

@@ -25,11 +25,11 @@ router = APIRouter(tags=["completions"])
 
 
 async def _generate(request: Request, textgen: TextGen, endpoint: Endpoint) -> Response:
-    body = await read_json(request)
+    body, size = await read_json(request)
     read, write = cache_control(request.headers.get("cache-control"))
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     openai_request = OpenAIRequest(endpoint, body, read_cache=read, write_cache=write,
-                                   request_id=request_id)
+                                   request_id=request_id, size=size)
     try:
         # A plain request runs to its end here; a stream is admitted and starts here.
         generation = await until_disconnect(request, textgen.open(openai_request))

@@ -14,9 +14,9 @@ router = APIRouter(tags=["tokenize"])
 
 @router.post("/tokenize", summary="Tokenize a prompt or chat messages (vLLM's extension)")
 async def tokenize(request: Request, textgen: AuthorizedTextGenDep) -> dict[str, Any]:
-    return await textgen.tokenize("/tokenize", await read_json(request))
+    return await textgen.tokenize("/tokenize", (await read_json(request))[0])
 
 
 @router.post("/detokenize", summary="Turn token ids back into text (vLLM's extension)")
 async def detokenize(request: Request, textgen: AuthorizedTextGenDep) -> dict[str, Any]:
-    return await textgen.tokenize("/detokenize", await read_json(request))
+    return await textgen.tokenize("/detokenize", (await read_json(request))[0])

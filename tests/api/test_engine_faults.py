@@ -107,7 +107,10 @@ async def test_failure_mid_stream_is_an_error_event_then_done(client) -> None:
 
 async def test_engine_at_capacity_answers_503_at_once(client) -> None:
     c, _, engine = client
-    gated = [asyncio.create_task(c.post("/v1/completions", json={"model": MODEL, "prompt": "gate"}))
+    # Cache-Control: no-cache, or the second identical request would share the first's
+    # generation (single flight) instead of taking a slot of its own.
+    gated = [asyncio.create_task(c.post("/v1/completions", json={"model": MODEL, "prompt": "gate"},
+                                        headers={"Cache-Control": "no-cache"}))
              for _ in range(2)]
     await asyncio.wait_for(engine.gate_full.wait(), 10)  # the bound of 2 is reached
     r = await asyncio.wait_for(c.post("/v1/completions", json={"model": MODEL, "prompt": "y"}), 5)

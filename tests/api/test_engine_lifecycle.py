@@ -82,7 +82,8 @@ def test_a_model_that_cannot_load_leaves_the_loaded_one_serving(lab: LabServer) 
     with api(lab) as client:
         assert client.get(f"/v1/models/{COPY}").json()["status"] == "loaded"
         refused = client.post(f"/v1/models/{BROKEN}/load")
-        assert refused.status_code >= 400
+        assert refused.status_code == 500 and refused.json()["error"]["code"] == "model_load_failed"
+        assert "could not be loaded" in refused.json()["error"]["message"]
         broken = client.get(f"/v1/models/{BROKEN}").json()
         assert broken["status"] == "error" and broken["reason"]
         answer = client.post("/v1/completions", json={"model": COPY, "prompt": "Hello",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
 from prometheus_client import generate_latest
 
 from api.app import create_app

@@ -35,6 +35,7 @@ class FakeEngine:
         self.held = 0
         self.dead = False
         self.closed = 0
+        self.aborted = 0  # streams closed before their end (the client, or every client, left)
         self._interruption: TextGenError | None = None
         self._interrupted = asyncio.Event()
         self.me = self  # a reference cycle, as vLLM's engine objects have: only the GC frees it
@@ -55,13 +56,19 @@ class FakeEngine:
             "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}})
 
     async def _stream(self, hold: bool) -> AsyncIterator[dict[str, Any]]:
-        yield completion_chunk(self.model_id, "Hello")
-        if hold:
-            await self._hold()
-        yield completion_chunk(self.model_id, " world", "stop")
-        yield {"id": "cmpl-fake", "object": "text_completion", "created": 1,
-               "model": self.model_id, "choices": [],
-               "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}
+        ended = False
+        try:
+            yield completion_chunk(self.model_id, "Hello")
+            if hold:
+                await self._hold()
+            yield completion_chunk(self.model_id, " world", "stop")
+            yield {"id": "cmpl-fake", "object": "text_completion", "created": 1,
+                   "model": self.model_id, "choices": [],
+                   "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}
+            ended = True
+        finally:
+            if not ended:
+                self.aborted += 1
 
     async def _hold(self) -> None:
         self.held += 1

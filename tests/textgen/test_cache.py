@@ -16,6 +16,7 @@ from textgen.cache import (
     CircuitBreaker,
     MemoryCache,
     RedisCache,
+    TieredCache,
     dump_answer,
     load_answer,
 )
@@ -152,3 +153,34 @@ async def test_health_probes_the_limiters_breaker_too() -> None:
             assert tg.health()["rate_limiter"]["status"] == "ok"
         finally:
             await tg.close()
+
+
+async def test_the_local_tier_serves_hot_entries_while_redis_is_down() -> None:
+    with redis_server() as url:
+        client = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        remote = RedisCache(client, ttl_seconds=60, breaker=CircuitBreaker("test"))
+        cache = TieredCache(MemoryCache(max_entries=2, ttl_seconds=60), remote)
+        await cache.set("vllm:hot", sample_answer())
+        assert 50 < await client.ttl("vllm:hot") <= 60  # written through to Redis
+        await client.set("vllm:warm", dump_answer(sample_answer()), ex=30)  # another replica's
+        assert await cache.get("vllm:warm") == sample_answer()  # from Redis, kept locally
+    # redis-server is gone now: what the local tier holds is still served
+    assert await cache.get("vllm:hot") == sample_answer()
+    assert await cache.get("vllm:warm") == sample_answer()
+    with pytest.raises(CacheUnavailable):  # not held locally: the caller bypasses the cache
+        await cache.get("vllm:cold")
+    assert cache.health() == "degraded"
+    await client.aclose()
+
+
+async def test_a_local_copy_never_outlives_its_redis_ttl(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    cache = TieredCache(MemoryCache(max_entries=8, ttl_seconds=3600),
+                        RedisCache(client, ttl_seconds=3600, breaker=CircuitBreaker("test")))
+    key = f"vllm:short-{uuid.uuid4().hex}"
+    await client.set(key, dump_answer(sample_answer()), px=300)  # almost expired in Redis
+    assert await cache.get(key) == sample_answer()
+    await asyncio.sleep(0.4)
+    await client.delete(key)
+    assert await cache.get(key) is None  # the local copy expired with Redis' TTL
+    await client.aclose()

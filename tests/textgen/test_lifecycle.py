@@ -22,6 +22,7 @@ from tests.support.fake_engines import FakeStarter
 from textgen import (
     EngineOverloaded,
     GenerationInterrupted,
+    ModelLoadFailed,
     ModelNotReady,
     OpenAIRequest,
     Settings,
@@ -115,7 +116,7 @@ async def test_eviction_picks_an_idle_model_over_a_busy_one(tmp_path: Path) -> N
 async def test_a_model_that_cannot_load_does_not_evict_the_loaded_one(tmp_path: Path) -> None:
     async with lab(tmp_path, FakeStarter(broken=(B,))) as (tg, starter):
         await tg.load(A)
-        with pytest.raises(ValueError, match="no model vLLM can load"):
+        with pytest.raises(ModelLoadFailed, match="no model vLLM can load"):
             await tg.load(B)
         assert tg.model_info(A).status == "loaded" and starter.engines[0].closed == 0
         info = tg.model_info(B)

@@ -1,0 +1,302 @@
+"""The path of one generation request: admission, cache, single flight, limit, engine, finish.
+
+    validate -> cache lookup -> join an identical request in flight -> the engine is ready and
+    has room -> rate limit -> generation (one Flight) -> cache store, metrics, history
+
+A cache hit and a request that joins one in flight cost no engine time and are not counted
+against the rate limit; a request refused for readiness or capacity (503) is not counted
+either. Per generation (one Flight, however many requests read it): engine metrics and the
+cache store. Per request: its outcome, its history record and its trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .answer import Answer, new_id, now, renamed
+from .cache import CacheUnavailable, ResponseCache, cache_key
+from .engines import Engine
+from .errors import (
+    EngineOverloaded,
+    GenerationFailed,
+    ModelNotReady,
+    RateLimited,
+    ShuttingDown,
+    TextGenError,
+)
+from .flight import Flight, Reader
+from .generation import CacheStatus, Generation, Timing, replay
+from .metrics import Metrics
+from .models import ModelEntry, ModelRegistry
+from .ratelimit import RateDecision, RateLimiter
+from .request import OpenAIRequest
+from .settings import Settings
+from .tracing import NullTrace, RequestTrace, Tracing
+
+Trace = RequestTrace | NullTrace
+# Hashing a body of megabytes takes milliseconds: past this size it is done off the event loop.
+LARGE_BODY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One finished request, for the dashboards' request-rate and latency series."""
+
+    time: float
+    model: str
+    cache: CacheStatus
+    outcome: str
+    seconds: float
+    ttft: float | None
+    completion_tokens: int
+
+
+class Pipeline:
+    """Runs generation requests through the lab's stages; `TextGen.open` is its door."""
+
+    def __init__(self, settings: Settings, models: ModelRegistry, cache: ResponseCache,
+                 limiter: RateLimiter, metrics: Metrics, tracing: Tracing) -> None:
+        self.settings = settings
+        self.models = models
+        self.cache = cache
+        self.limiter = limiter
+        self.metrics = metrics
+        self.tracing = tracing
+        self.history: deque[RequestRecord] = deque(maxlen=settings.TELEMETRY_HISTORY * 10)
+        # Generations in flight by cache key, for identical requests to join.
+        self.flights: dict[str, Flight] = {}
+        # Set when the lab starts to stop (SIGTERM): new requests get a 503.
+        self.draining = False
+
+    async def open(self, request: OpenAIRequest) -> Generation:
+        """Admit a request and start it: raises typed errors before any output is produced.
+
+        A plain request comes back finished; a streamed one comes back ready to read.
+        """
+        model = request.model
+        label = model if model in self.models.entries else "_unknown"
+        span = self.tracing.request(label)
+        timing = Timing(started=time.monotonic())
+        try:
+            if self.draining:
+                raise ShuttingDown("The lab is stopping; send the request to another replica.")
+            self.models.check_servable(model)
+            if not self.settings.CACHE_SAMPLED and request.sampled:
+                request = replace(request, read_cache=False, write_cache=False)
+            weights = await self.weights(model)
+            key = (cache_key(request, weights) if request.size < LARGE_BODY_BYTES
+                   else await asyncio.to_thread(cache_key, request, weights))
+            status: CacheStatus = "BYPASS"
+            if request.read_cache:
+                with span.child("cache.lookup"):
+                    status, cached = await self._lookup(key, model)
+                if cached is not None:
+                    return await self._hit(request, cached, timing, span)
+                flight = self.flights.get(key)
+                if flight is not None and not flight.done:
+                    return await self._follow(request, flight, timing, span)
+            engine = await self.engine(model)
+            entry = self.models.entry(model)
+            if entry.active >= self.settings.MAX_CONCURRENT_REQUESTS:
+                raise EngineOverloaded(
+                    f"The engine for '{model}' is at capacity "
+                    f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
+                )
+            # Admission checks come before the limiter, so a client that honours a 503's
+            # Retry-After does not spend its own quota; the slot is held meanwhile.
+            entry.admit()
+            try:
+                with span.child("rate_limit"):
+                    rate = await self._admit(model)
+            except BaseException:
+                entry.release()
+                raise
+            return await self._generate(request, engine, entry, status, rate, timing, key, span)
+        except TextGenError as exc:
+            self.metrics.errors.labels(label, exc.code).inc()
+            self._record(model, "BYPASS", exc.code, timing, None)
+            span.end(error=exc.code)
+            raise
+
+    # --- the three ways to an answer --------------------------------------------------------
+
+    async def _generate(self, request: OpenAIRequest, engine: Engine, entry: ModelEntry,
+                        status: CacheStatus, rate: RateDecision, timing: Timing, key: str,
+                        span: Trace) -> Generation:
+        """A new generation (a Flight), read by this request first."""
+        model = request.model
+        request_id = request.request_id or uuid.uuid4().hex
+        span.start_generation()  # ends with the request, in _finish
+        self.metrics.in_flight.labels(model).inc()
+
+        async def ended(flight: Flight) -> None:
+            entry.release()
+            self.metrics.in_flight.labels(model).dec()
+            await self._flight_ended(request, flight, key)
+
+        flight = Flight(request.endpoint, lambda: engine.generate(request, request_id), ended)
+        if request.read_cache:
+            self.flights[key] = flight  # identical requests from now on read this one
+        return await self._read(request, flight.join(), flight, status, rate, timing, span)
+
+    async def _follow(self, request: OpenAIRequest, flight: Flight, timing: Timing,
+                      span: Trace) -> Generation:
+        """An identical request is being generated: read it too, under an id of our own."""
+        self.metrics.shared.labels(request.model).inc()
+        answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
+        reader = flight.join(lambda chunk: renamed(chunk, answer_id, created))
+        return await self._read(request, reader, flight, "SHARED", None, timing, span)
+
+    async def _hit(self, request: OpenAIRequest, cached: Answer, timing: Timing,
+                   span: Trace) -> Generation:
+        """A cached answer under a new id, in the form the request asks for."""
+        answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
+
+        async def finish(generation: Generation, error: BaseException | None) -> None:
+            self._finish(generation, error, span)
+
+        if request.stream:
+            chunks = [renamed(c, answer_id, created) for c in cached.chunks()]
+            return Generation(request=request, cache_status="HIT", rate=None, timing=timing,
+                              on_finish=finish, source=replay(chunks))
+        timing.first_token = timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status="HIT", rate=None, timing=timing,
+                                on_finish=finish,
+                                response=renamed(cached.response(), answer_id, created))
+        await finish(generation, None)
+        return generation
+
+    async def _read(self, request: OpenAIRequest, reader: Reader, flight: Flight,
+                    status: CacheStatus, rate: RateDecision | None, timing: Timing,
+                    span: Trace) -> Generation:
+        async def finish(generation: Generation, error: BaseException | None) -> None:
+            self._finish(generation, error, span)
+
+        if request.stream:
+            try:
+                await flight.accepted_or_failed()  # a refusal (validation) before the headers
+            except BaseException:
+                await reader.aclose()
+                raise
+            return Generation(request=request, cache_status=status, rate=rate, timing=timing,
+                              on_finish=finish, source=reader)
+        response = await reader.result()
+        timing.first_token = timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status=status, rate=rate, timing=timing,
+                                on_finish=finish, response=response)
+        await finish(generation, None)
+        return generation
+
+    # --- stages -------------------------------------------------------------------------------
+
+    async def weights(self, model: str) -> str:
+        """What identifies the weights behind a model, for its cache key.
+
+        Known while an engine serves it (even a remote one that is down, so its cached answers
+        keep flowing) and after an in-process model was unloaded; a model that never loaded in
+        this process is waited for (a load in progress) or refused (not loaded).
+        """
+        entry = self.models.entry(model)
+        if entry.engine is not None:
+            return entry.engine.weights(model)
+        if entry.weights is not None:
+            return entry.weights
+        return (await self.engine(model)).weights(model)
+
+    async def engine(self, model: str) -> Engine:
+        """The engine serving a model, waiting (bounded) for a load in progress."""
+        entry = self.models.entry(model)
+        if entry.loading is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.loading), self.settings.LOAD_WAIT_SECONDS)
+            except TimeoutError:
+                raise ModelNotReady(f"The model '{model}' is still loading; retry shortly.") from None
+            except Exception:
+                pass  # the load failed: engine_for says why
+        return self.models.engine_for(model)
+
+    async def _lookup(self, key: str, model: str) -> tuple[CacheStatus, Answer | None]:
+        try:
+            cached = await self.cache.get(key)
+        except CacheUnavailable:
+            self.metrics.cache_errors.labels("get").inc()
+            return "BYPASS", None
+        if cached is None:
+            self.metrics.cache_misses.labels(model).inc()
+            return "MISS", None
+        self.metrics.cache_hits.labels(model).inc()
+        return "HIT", cached
+
+    async def _admit(self, model: str) -> RateDecision:
+        limit = self.models.rate_limit(model)
+        decision = await self.limiter.hit(model, limit)
+        if not decision.admitted:
+            self.metrics.rate_limited.labels(model).inc()
+            raise RateLimited(
+                f"Rate limit reached for '{model}': {limit} requests per minute. "
+                f"Retry in {decision.reset_after:.1f} s.",
+                retry_after=decision.reset_after, limit=limit, reset_after=decision.reset_after,
+            )
+        return decision
+
+    # --- the ends -----------------------------------------------------------------------------
+
+    async def _flight_ended(self, request: OpenAIRequest, flight: Flight, key: str) -> None:
+        """Once per generation: engine metrics, and the answer stored if it ran to its end."""
+        model = request.model
+        try:
+            if flight.error is not None:
+                if isinstance(flight.error, GenerationFailed):
+                    self.models.check_engines()  # a dead engine shows at once
+                return
+            seconds = (flight.finished or time.monotonic()) - flight.started
+            self.metrics.generation_seconds.labels(model).observe(seconds)
+            if flight.first_token is not None:
+                self.metrics.time_to_first_token.labels(model).observe(
+                    flight.first_token - flight.started)
+            usage = flight.usage or {}
+            self.metrics.prompt_tokens.labels(model).inc(usage.get("prompt_tokens") or 0)
+            self.metrics.completion_tokens.labels(model).inc(usage.get("completion_tokens") or 0)
+            answer = flight.answer()  # never an aborted or failed generation
+            if answer is not None and request.write_cache:
+                try:
+                    await self.cache.set(key, answer)
+                except CacheUnavailable:
+                    self.metrics.cache_errors.labels("set").inc()
+        finally:
+            # Stored first, then forgotten: a request that comes in between still finds it.
+            if self.flights.get(key) is flight:
+                del self.flights[key]
+
+    def _finish(self, gen: Generation, error: BaseException | None, span: Trace) -> None:
+        """Once per request: its outcome, its history record, its trace."""
+        if error is not None:
+            code = error.code if isinstance(error, TextGenError) else "aborted"
+            if isinstance(error, TextGenError):
+                self.metrics.errors.labels(gen.model, code).inc()
+            self._record(gen.model, gen.cache_status, code, gen.timing, gen)
+            span.end(cache=gen.cache_status, error=code)
+            return
+        self._record(gen.model, gen.cache_status, "ok", gen.timing, gen)
+        span.end(cache=gen.cache_status)
+
+    def _record(self, model: str, cache: CacheStatus, outcome: str, timing: Timing,
+                gen: Generation | None) -> None:
+        self.metrics.requests.labels(model if model in self.models.entries else "_unknown",
+                                     outcome).inc()
+        self.history.append(
+            RequestRecord(
+                time=time.time(), model=model, cache=cache, outcome=outcome,
+                seconds=time.monotonic() - timing.started, ttft=timing.time_to_first_token,
+                completion_tokens=gen.completion_tokens if gen is not None else 0,
+            )
+        )
+
+
+def record_dict(record: RequestRecord) -> dict[str, Any]:
+    return {f: getattr(record, f) for f in RequestRecord.__dataclass_fields__}
