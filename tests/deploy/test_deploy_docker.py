@@ -127,7 +127,7 @@ def test_ports_health_check_and_user(name: str, request) -> None:
     assert int(env.get("API_PORT", api_port)) == api_port
     assert int(env.get("METRICS_PORT", metrics_port)) == metrics_port
     (health,) = final.all("HEALTHCHECK")
-    assert "/health" in health and "API_PORT" in health
+    assert "/ready" in health and "API_PORT" in health  # healthy = ready for traffic
     users = final.all("USER")
     assert users, f"{name} runs as root"
     uid = users[-1].split(":")[0]

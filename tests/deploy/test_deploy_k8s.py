@@ -178,9 +178,12 @@ def test_api_ports_probes_and_scrape_annotations(k8s_docs: Docs) -> None:
     config = find(k8s_docs, "ConfigMap", "text-generation-config")["data"]
     assert int(config.get("API_PORT", ports["http"])) == ports["http"]
     assert int(config.get("METRICS_PORT", ports["metrics"])) == ports["metrics"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # Liveness on /health (a dead engine is a 503: the pod restarts), readiness on /ready
+    # (model loaded, backends asked, not draining).
+    paths = {"startupProbe": "/health", "readinessProbe": "/ready", "livenessProbe": "/health"}
+    for probe, path in paths.items():
         http = container[probe]["httpGet"]
-        assert http["path"] == "/health" and ports[http["port"]] == 8000, probe
+        assert http["path"] == path and ports[http["port"]] == 8000, probe
     annotations = _pod(deployment)["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"] == 8001
@@ -191,13 +194,13 @@ def test_api_ports_probes_and_scrape_annotations(k8s_docs: Docs) -> None:
 
 
 def test_probe_path_is_an_api_route() -> None:
-    """/health, which the probes call, is a GET route of the API, open without a token."""
+    """/health and /ready, which the probes call, are GET routes of the API, open without a token."""
     from api.app import create_app
     from textgen.settings import Settings
 
     app = create_app(Settings(MODEL="", METRICS_PORT=0, VLLM_ENDPOINT=""), ui=False)
     routes = {(r.path, m) for r in app.routes for m in getattr(r, "methods", None) or ()}
-    assert ("/health", "GET") in routes
+    assert {("/health", "GET"), ("/ready", "GET")} <= routes
 
 
 def _selected(docs: Docs, service: dict[str, Any]) -> list[dict[str, Any]]:

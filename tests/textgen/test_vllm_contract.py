@@ -101,3 +101,18 @@ def test_the_error_mapping_gives_vllms_statuses() -> None:
     assert isinstance(too_long, ContextLengthExceeded) and too_long.param == "input_tokens"
     rejected = engine_error(NotImplementedError("no"))
     assert isinstance(rejected, RequestRejected) and rejected.status == 501
+
+
+def test_what_interrupting_and_checking_an_engine_use() -> None:
+    """VllmEngine.interrupt fails each request's queue and aborts it in the engine core;
+    VllmEngine.check builds vLLM's config without starting it; a dead engine is `errored`."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.output_processor import OutputProcessor
+
+    assert callable(OutputProcessor.propagate_error)
+    assert "internal" in inspect.signature(AsyncLLM.abort).parameters
+    assert isinstance(inspect.getattr_static(AsyncLLM, "errored"), property)
+    assert callable(AsyncEngineArgs.create_engine_config)
+    source = inspect.getsource(OutputProcessor.__init__)
+    assert "self.request_states" in source
