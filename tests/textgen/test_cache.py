@@ -72,14 +72,17 @@ async def test_redis_down_is_bypassed_quickly_and_recovers_by_itself() -> None:
         await cache.set("vllm:k", sample_answer())
         port = int(url.rsplit(":", 1)[1].split("/")[0])
     # redis-server is stopped now
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     with pytest.raises(CacheUnavailable):
         await cache.get("vllm:k")
     assert cache.health() == "degraded"
-    with pytest.raises(CacheUnavailable):  # skipped without touching the network
-        await cache.get("vllm:k")
-    assert loop.time() - started < 1.0
+    calls = []
+
+    async def spy() -> None:
+        calls.append(1)
+
+    with pytest.raises(CacheUnavailable):  # skipped: the store is not even asked
+        await breaker.call(spy())
+    assert calls == []
     # Redis comes back on the same port: the breaker's probe closes it.
     command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: ASYNC220 - never waited on
