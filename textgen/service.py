@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import engine_stats
 from .backends import RemoteBackends
 from .cache import (
     CacheUnavailable,
@@ -26,6 +27,7 @@ from .cache import (
     ResponseCache,
     TieredCache,
 )
+from .engine_stats import EngineReading
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, TextGenError
@@ -300,6 +302,10 @@ class TextGen:
             if breaker is not None:
                 with contextlib.suppress(CacheUnavailable):
                     await breaker.call(self.redis.ping())
+
+    async def engine_stats(self) -> list[EngineReading]:
+        """vLLM's own metrics of every engine: in-process ones, and remote ones' `/metrics`."""
+        return await engine_stats.read_all(self.models.entries.values(), self.backends.servers())
 
     def requests_frame(self) -> pd.DataFrame:
         """Recent requests as a DataFrame (time, model, cache, outcome, seconds, ttft, tokens)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from textgen import OpenAIRequest
 
+from . import structured
 from .errors import user_error
 
 CHAT, COMPLETION = "Chat", "Completion"
@@ -77,3 +79,78 @@ def generation_request(model: str | None, mode: str, prompt: str | None,
         return OpenAIRequest.chat(model=model, messages=[{"role": "user", "content": prompt}],
                                   **options, stream=True)
     return OpenAIRequest.completion(model=model, prompt=prompt, **options, stream=True)
+
+
+def probability_options(mode: str, show: bool, top: float, echo: bool) -> dict[str, Any]:
+    """The logprobs fields for "show token probabilities": chat takes a switch and a count of
+    alternatives, completions a count (and `echo` for the prompt's own tokens)."""
+    if not show:
+        return {}
+    top = int(top)
+    if mode == CHAT:
+        return {"logprobs": True, "top_logprobs": top}
+    return {"logprobs": top, **({"echo": True} if echo else {})}
+
+
+def structure_options(mode: str, kind: str | None, schema: str | None, tools: str | None,
+                      choice: str | None) -> dict[str, Any]:
+    """`response_format`, `tools` and `tool_choice` from the JSON boxes, or a readable refusal."""
+    try:
+        options: dict[str, Any] = {}
+        if (response_format := structured.response_format(kind, schema)) is not None:
+            options["response_format"] = response_format
+        defined = structured.tools(tools)
+        if defined:
+            if mode != CHAT:
+                raise ValueError("Tools work in Chat mode: the model calls them in a "
+                                 "conversation. Switch to Chat, or empty the tools box.")
+            options["tools"] = defined
+            options["tool_choice"] = structured.tool_choice(choice, defined)
+    except ValueError as exc:
+        raise user_error(str(exc), title="Check the JSON") from None
+    return options
+
+
+def chat_request(model: str | None, messages: list[dict[str, Any]],
+                 options: dict[str, Any]) -> OpenAIRequest:
+    """A streamed chat request for a whole conversation."""
+    if not model:
+        raise user_error("Pick a model first.")
+    if int(options.get("n") or 1) > 1:
+        raise user_error("A conversation continues from one reply: set n to 1, or use "
+                         "Completion mode to sample several.")
+    return OpenAIRequest.chat(model=model, messages=messages, **options, stream=True)
+
+
+def settings_values(settings: dict[str, Any]) -> dict[str, Any]:
+    """The form's values for a request's settings (an imported conversation, a reopened run):
+    only the fields the settings have, named as `Controls` names its widgets."""
+    values: dict[str, Any] = {}
+    for name in ("max_tokens", "temperature", "top_p", "n", "presence_penalty", "frequency_penalty"):
+        if isinstance(settings.get(name), (int, float)):
+            values[name] = settings[name]
+    if "stop" in settings:
+        stops = settings["stop"] if isinstance(settings["stop"], list) else [settings["stop"]]
+        values["stop"] = "\n".join(str(s).replace("\n", "\\n").replace("\t", "\\t")
+                                   for s in stops if s)
+    if "seed" in settings:
+        values["seed"] = "" if settings["seed"] is None else str(settings["seed"])
+    logprobs = settings.get("logprobs")
+    values["show_probs"] = bool(logprobs) or logprobs == 0
+    if values["show_probs"]:
+        top = settings.get("top_logprobs") if isinstance(logprobs, bool) else logprobs
+        values["top_logprobs"] = min(int(top or 0), 5)
+        values["echo"] = bool(settings.get("echo"))
+    response_format = settings.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    values["format"] = kind if kind in structured.FORMATS else structured.TEXT
+    if kind == structured.JSON_SCHEMA:
+        schema = (response_format.get("json_schema") or {}).get("schema")  # type: ignore[union-attr]
+        values["schema"] = json.dumps(schema, indent=2, ensure_ascii=False)
+    tools = settings.get("tools")
+    values["tools"] = json.dumps(tools, indent=2, ensure_ascii=False) if tools else ""
+    choice = settings.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    values["tool_choice"] = choice if isinstance(choice, str) and choice else "auto"
+    return values

@@ -1,4 +1,5 @@
-"""`build_ui`: the lab's Gradio Blocks — playground, compare, models and dashboards."""
+"""`build_ui`: the lab's Gradio Blocks — playground, compare, benchmark, history, models and
+dashboards."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import gradio as gr
 
 from textgen import TextGen
 
+from .benchmark import SweepGuard
+from .engine_panel import EngineHistory
 from .streaming import StopButtons
-from .tabs import compare, dashboards, models, playground
+from .tabs import benchmark, compare, dashboards, history, models, playground
 
 HEADER = """\
 ## textgen lab
-Generate with the models this machine serves, compare them, load and unload them, and watch
-the machine. The same requests work over the OpenAI-compatible API at `/v1` ([API docs](/docs)).
+Chat with the models this machine serves or continue a text, see each token's probability, ask
+for JSON or tool calls, compare two models, measure throughput against concurrency, and watch
+the engines and the machine. The same requests work over the OpenAI-compatible API at `/v1`
+([API docs](/docs)).
 """
 
 
@@ -23,20 +28,27 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
     out from the address the browser used (the UI is mounted beside the API at `/ui`).
     """
     stops = StopButtons()
+    # Shared by every page of the lab: one sweep at a time, one ring of engine readings.
+    guard, engines = SweepGuard(), EngineHistory()
     with gr.Blocks(title="textgen lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
+        runs = gr.State([])  # this browser tab's runs, for the History tab
+        with gr.Tabs() as tabs:
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as playground_tab:
-                playground.build(demo, textgen, stops, api_base=api_base)
+                lab = playground.build(demo, textgen, stops, runs, api_base=api_base)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
                 compare.build(demo, textgen, stops)
+            with gr.Tab("Benchmark", id="benchmark", elem_id="tab-benchmark") as benchmark_tab:
+                benchmark.build(demo, textgen, stops, guard, engines, benchmark_tab)
+            with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
+                history.build(runs, lab, tabs)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models_timer = models.build(demo, textgen, models_tab)
             with gr.Tab("Dashboards", id="dashboards", elem_id="tab-dashboards") as dashboards_tab:
-                dashboards_timer = dashboards.build(demo, textgen, dashboards_tab)
+                dashboards_timer = dashboards.build(demo, textgen, dashboards_tab, engines)
         _run_timers_while_shown(
-            {playground_tab: [], compare_tab: [], models_tab: [models_timer],
-             dashboards_tab: [dashboards_timer]}
+            {playground_tab: [], compare_tab: [], benchmark_tab: [], history_tab: [],
+             models_tab: [models_timer], dashboards_tab: [dashboards_timer]}
         )
     return demo
 

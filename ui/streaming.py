@@ -14,6 +14,7 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gradio as gr
@@ -21,6 +22,7 @@ import gradio as gr
 from textgen import Generation, OpenAIRequest, TextGen, TextGenError
 
 from .errors import user_message
+from .logprobs import Token, mark_prompt, tokens_of
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +54,16 @@ class Run:
         self.textgen = textgen
         self.request = request.streamed()
         n = request.body.get("n") or 1
-        self.texts = [""] * n
-        self.finish: list[str | None] = [None] * n
+        self.choices = [Choice() for _ in range(n)]
         self.state: State = "waiting"
         self.error: str | None = problem
         self.generation: Generation | None = None
         self.started = time.monotonic()
         self.ended: float | None = None
         self.pieces = 0
+        # The prompt's token ids, when vLLM sends them (completions with echo): how many of
+        # the echoed tokens are the prompt's.
+        self.prompt_token_ids: list[int] | None = None
         self.version = 0  # bumped on every change, so the watcher redraws only when needed
 
     async def pump(self) -> None:
@@ -74,14 +78,13 @@ class Run:
             chunks = self.generation.chunks()
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    for index, text, finish in choice_pieces(chunk):
-                        if index >= len(self.texts):
-                            self.texts.append("")
-                            self.finish.append(None)
-                        self.texts[index] += text
-                        self.pieces += bool(text)
-                        if finish is not None:
-                            self.finish[index] = finish
+                    for choice in chunk.get("choices") or ():
+                        index = int(choice.get("index", 0))
+                        while index >= len(self.choices):
+                            self.choices.append(Choice())
+                        self.pieces += self.choices[index].take(choice)
+                    if self.prompt_token_ids is None and chunk.get("prompt_token_ids"):
+                        self.prompt_token_ids = list(chunk["prompt_token_ids"])
                     self.version += 1
             self.state = "done"
         except asyncio.CancelledError:
@@ -102,11 +105,29 @@ class Run:
     def finished(self) -> bool:
         return self.state in ("done", "stopped", "error")
 
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.choices]
+
+    @property
+    def finish(self) -> list[str | None]:
+        return [c.finish for c in self.choices]
+
     def output(self) -> str:
         """The text so far; several choices (n > 1) each under a heading."""
         if len(self.texts) == 1:
             return self.texts[0]
         return "\n\n".join(f"── choice {i + 1} ──\n{text}" for i, text in enumerate(self.texts))
+
+    def tokens(self, choice: int = 0) -> list[Token]:
+        """A choice's tokens with their probabilities (when asked for); with `echo`, the
+        prompt's tokens first, marked."""
+        tokens = self.choices[choice].tokens
+        if self.request.body.get("echo"):
+            count = (len(self.prompt_token_ids) if self.prompt_token_ids is not None
+                     else self.generation.prompt_tokens if self.generation is not None else 0)
+            return mark_prompt(tokens, count)
+        return tokens
 
     def figures(self) -> dict[str, str]:
         """The figures under the output: tokens, time to first token, tokens/s, cache status."""
@@ -146,14 +167,46 @@ class Run:
         }[self.state]
 
 
-def choice_pieces(chunk: dict[str, Any]) -> list[tuple[int, str, str | None]]:
-    """(choice index, new text, finish reason) of each choice in a completion or chat chunk."""
-    pieces = []
-    for choice in chunk.get("choices") or ():
+@dataclass
+class Choice:
+    """One choice of a streamed answer, put together from its chunks: text, tool calls,
+    token probabilities, and why it ended."""
+
+    text: str = ""
+    finish: str | None = None
+    tool_call_parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tokens: list[Token] = field(default_factory=list)
+
+    def take(self, choice: dict[str, Any]) -> bool:
+        """Add one chunk's part of this choice; True when it brought new text."""
         delta = choice.get("delta")
-        text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
-        pieces.append((int(choice.get("index", 0)), text, choice.get("finish_reason")))
-    return pieces
+        if isinstance(delta, dict):  # chat
+            text = delta.get("content") or ""
+            for part in delta.get("tool_calls") or ():
+                self._take_tool_call(part)
+        else:
+            text = choice.get("text") or ""
+        self.text += text
+        self.tokens += tokens_of(choice.get("logprobs"))
+        if choice.get("finish_reason") is not None:
+            self.finish = choice["finish_reason"]
+        return bool(text)
+
+    def _take_tool_call(self, part: dict[str, Any]) -> None:
+        # OpenAI streams a tool call in pieces: id, type and name first, then the arguments
+        # in fragments, all under the call's index.
+        call = self.tool_call_parts.setdefault(
+            int(part.get("index", 0)), {"id": None, "type": "function",
+                                         "function": {"name": "", "arguments": ""}})
+        if part.get("id"):
+            call["id"] = part["id"]
+        function = part.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return [self.tool_call_parts[i] for i in sorted(self.tool_call_parts)]
 
 
 def _seconds(value: float) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import gradio as gr
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from textgen import DEFAULT_MODEL, OpenAIRequest, RateLimited, Settings, TextGen
 from ui import build_ui
+from ui.benchmark import SweepGuard
 from ui.errors import user_message
 from ui.streaming import Run, StopButtons, follow, readiness_problem
+from ui.tabs.benchmark import plan_text
 
 
 def _settings(**overrides: object) -> Settings:
@@ -21,11 +24,30 @@ def _settings(**overrides: object) -> Settings:
     return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 
 
-def test_build_ui_returns_blocks_with_the_four_tabs() -> None:
+def test_build_ui_returns_blocks_with_the_six_tabs() -> None:
     demo = build_ui(TextGen(_settings()))
     assert isinstance(demo, gr.Blocks)
     tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
-    assert {"Playground", "Compare", "Models", "Dashboards"} <= set(tabs)
+    assert {"Playground", "Compare", "Benchmark", "History", "Models", "Dashboards"} <= set(tabs)
+
+
+def test_the_benchmark_plan_shows_the_requests_beside_the_rate_limit() -> None:
+    textgen = TextGen(_settings(RATE_LIMITS={DEFAULT_MODEL: 50}))
+    assert plan_text(textgen, DEFAULT_MODEL, "1, 2, 4", 3) == (
+        "Sends **21** requests (3 at 1, 6 at 2, 12 at 4) — within its limit of 50 requests/min.")
+    assert "more than its limit of 50" in plan_text(textgen, DEFAULT_MODEL, "8, 16", 3)
+    assert plan_text(textgen, DEFAULT_MODEL, "1, x", 3).startswith("⚠ 'x' is not")
+    unlimited = TextGen(_settings(RATE_LIMITS={DEFAULT_MODEL: 0}))
+    assert plan_text(unlimited, DEFAULT_MODEL, "64", 10).endswith("no rate limit.")
+
+
+def test_one_sweep_at_a_time() -> None:
+    guard = SweepGuard()
+    with guard.hold("m at 1, 2"):
+        assert guard.running == "m at 1, 2"
+        with pytest.raises(RuntimeError, match="m at 1, 2"), guard.hold("another"):
+            pass
+    assert guard.running is None
 
 
 def test_with_a_token_the_ui_asks_for_it() -> None:

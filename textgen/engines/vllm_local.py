@@ -22,7 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
+from ..engine_stats import stat_logger
 from ..errors import TextGenError
 from ..request import OpenAIRequest
 from .base import EngineReply
@@ -130,8 +132,11 @@ class VllmEngine:
         self._state = state
         self._identity = identity
         self.max_model_len: int = llm.model_config.max_model_len
+        self.dtype: str = str(llm.model_config.dtype).removeprefix("torch.")
         # Set by interrupt(): the error every request still in flight ends with.
         self._interruption: TextGenError | None = None
+        # vLLM's own Prometheus metrics of this engine (textgen.engine_stats reads them).
+        self.vllm_metrics: CollectorRegistry | None = None
 
     @classmethod
     async def check(cls, model_id: str, folder: Path, options: VllmOptions) -> None:
@@ -159,13 +164,17 @@ class VllmEngine:
 
         argv = serve_argv(model_id, folder, options)
         args = parse_serve_args(argv)
-        # The lab keeps its own request metrics; vLLM's stat loggers stay off unless asked for.
+        # vLLM's periodic stats lines stay out of the lab's log unless asked for; its own
+        # metrics (running/waiting requests, KV cache, TTFT, ...) are kept for the engine
+        # panel by a Prometheus stat logger with a registry of this engine's own.
         if "--disable-log-stats" not in argv and "--no-disable-log-stats" not in argv:
             args.disable_log_stats = True
         engine_args = AsyncEngineArgs.from_cli_args(args)
+        vllm_metrics = CollectorRegistry()
         # Engine construction blocks (it spawns and waits for the engine core): keep the event
         # loop free for health checks meanwhile.
-        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
+        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args,
+                                      stat_loggers=[stat_logger(vllm_metrics)])
         try:
             state = State()
             await init_app_state(llm, state, args, await llm.get_supported_tasks())
@@ -176,7 +185,9 @@ class VllmEngine:
             await asyncio.to_thread(llm.shutdown)
             raise ValueError(f"{model_id} is not a text-generation model")
         identity = weights_identity(folder, argv)
-        return cls(model_id, llm, state, identity)
+        engine = cls(model_id, llm, state, identity)
+        engine.vllm_metrics = vllm_metrics
+        return engine
 
     def weights(self, model: str) -> str:
         return self._identity

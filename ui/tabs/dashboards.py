@@ -10,9 +10,11 @@ import pandas as pd
 
 from textgen import TextGen
 
-from .. import dashboards
+from .. import dashboards, engine_panel
+from ..engine_panel import EngineHistory
 
 LATENCY, CACHE = "Latency percentiles", "Cache hit rate"
+PREFIX, ENGINE_LATENCY = "Prefix-cache hit rate", "Mean TTFT and time per output token"
 
 PANEL_CSS = """
 .summary { display: flex; flex-wrap: wrap; gap: 8px; }
@@ -41,7 +43,7 @@ def _plot(title: str, y_title: str, color: str = "series", **kwargs: object) -> 
                        label=title, show_label=False, **kwargs)
 
 
-def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
+def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab, engines: EngineHistory) -> gr.Timer:
     """Lay out the tab inside the current Blocks context; returns its (inactive) timer."""
     with gr.Row(equal_height=True):
         summary = gr.HTML(css_template=PANEL_CSS, js_on_load=None, elem_id="dash-summary")
@@ -59,6 +61,14 @@ def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
     with gr.Row(visible=False) as gpu_row_2:
         gpu_temp = _plot("GPU temperature", "°C", color="gpu", elem_id="dash-gpu-temperature")
         gpu_power = _plot("GPU power", "W", color="gpu", elem_id="dash-gpu-power")
+    gr.Markdown("#### Engines — vLLM's own metrics", elem_id="dash-engines-title")
+    engine_summary = gr.HTML(css_template=PANEL_CSS, js_on_load=None, elem_id="dash-engine-summary")
+    with gr.Row():
+        engine_requests = _plot("Engine requests", "requests", elem_id="dash-engine-requests")
+        engine_kv = _plot("KV-cache usage", "%", elem_id="dash-engine-kv")
+    with gr.Row():
+        engine_prefix = _plot(PREFIX, "%", y_lim=[0, 100], elem_id="dash-engine-prefix")
+        engine_latency = _plot(ENGINE_LATENCY, "ms", elem_id="dash-engine-latency")
     gr.Markdown("#### Requests")
     with gr.Row():
         rate = _plot("Request rate", "req/min", elem_id="dash-rate")
@@ -100,9 +110,40 @@ def build(demo: gr.Blocks, textgen: TextGen, tab: gr.Tab) -> gr.Timer:
             plot(board.cache_hit_rate, CACHE, "no cache lookups in this window"),
         )
 
+    async def draw_engines(window_name: str):
+        """The engine panel: read every engine now (vLLM's metrics), draw the window."""
+        seconds = dashboards.WINDOWS.get(window_name, dashboards.WINDOWS[dashboards.DEFAULT_WINDOW])
+        now = time.time()
+        if engines.due(now):
+            engines.add(await textgen.engine_stats())
+        by_engine = engines.engines()
+        start = now - seconds
+        span = [start, now]
+
+        def plot(frame: pd.DataFrame, title: str | None = None, empty: str = "") -> gr.LinePlot:
+            if title and frame.empty:
+                title = f"{title} — {empty}"
+            return gr.LinePlot(value=frame, x_lim=span, **({"title": title} if title else {}))
+
+        figures = engine_panel.summary(by_engine) or {
+            "engines": "none loaded: load a model (Models tab) or configure VLLM_ENDPOINT"}
+        return (
+            summary_html(figures),
+            plot(engine_panel.requests_frame(by_engine, start)),
+            plot(engine_panel.kv_cache_frame(by_engine, start)),
+            plot(engine_panel.prefix_hit_frame(by_engine, start), PREFIX,
+                 "no prompt tokens looked up in this window"),
+            plot(engine_panel.latency_frame(by_engine, start), ENGINE_LATENCY,
+                 "no requests in this window"),
+        )
+
     outputs = [summary, cpu, memory, gpu_notice, gpu_row_1, gpu_row_2, gpu_util, gpu_mem,
                gpu_temp, gpu_power, rate, latency, throughput, hits]
     # Sampled every TELEMETRY_INTERVAL_SECONDS; the lab runs the timer only while the tab shows.
     timer = gr.Timer(textgen.settings.TELEMETRY_INTERVAL_SECONDS, active=False)
-    gr.on([tab.select, timer.tick, window.change], draw, window, outputs, queue=False, show_progress="hidden")
+    triggers = [tab.select, timer.tick, window.change]
+    gr.on(triggers, draw, window, outputs, queue=False, show_progress="hidden")
+    gr.on(triggers, draw_engines, window,
+          [engine_summary, engine_requests, engine_kv, engine_prefix, engine_latency],
+          queue=False, show_progress="hidden")
     return timer

@@ -1,25 +1,39 @@
-"""The Playground tab: pick a model, tune sampling, stream the output, stop it, copy as code."""
+"""The Playground tab: pick a model, hold a conversation (Chat) or continue a text (Completion),
+tune the settings, see token probabilities and JSON replies, stop, copy as code."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from textgen import TextGen
 
-from .. import forms, picker, snippets
+from .. import conversation, forms, picker, snippets
 from ..errors import user_error
-from ..streaming import (
-    FIGURES_CSS,
-    Run,
-    StopButtons,
-    buttons,
-    figures_html,
-    follow,
-    readiness_problem,
-    session_of,
-)
+from ..streaming import Run, StopButtons, buttons, follow, readiness_problem, session_of
+from . import chat, controls, replies
+from .chat import ChatView
+from .controls import Controls
+from .replies import ReplyViews
 
 VIEW = "playground"
+
+
+@dataclass
+class Playground:
+    """The widgets another tab fills in (History reopens a run here)."""
+
+    model: gr.Dropdown
+    last_model: gr.State
+    mode: gr.Radio
+    prompt: gr.Textbox
+    output: gr.Textbox
+    completion: gr.Column
+    chat: ChatView
+    controls: Controls
+    views: ReplyViews
 
 
 def api_base_of(request: gr.Request | None, fallback: str | None) -> str:
@@ -32,7 +46,8 @@ def api_base_of(request: gr.Request | None, fallback: str | None) -> str:
     return f"{scheme}://{host}/v1"
 
 
-def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, *, api_base: str | None) -> None:
+def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, runs: gr.State, *,
+          api_base: str | None) -> Playground:
     """Lay out the tab inside the current Blocks context and wire its events."""
     auth = bool(textgen.settings.api_tokens())
     with gr.Row(equal_height=False):
@@ -42,43 +57,39 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, *, api_base: st
                 load = gr.Button("Load", scale=1, min_width=80, visible=False, elem_id="pg-load")
             about = gr.Markdown(elem_id="pg-model-info")
             mode = gr.Radio(forms.MODES, value=forms.CHAT, label="Mode", elem_id="pg-mode",
-                            info="Chat applies the model's chat template; Completion continues the text.")
-            prompt = gr.Textbox(label="Prompt", lines=5, elem_id="pg-prompt",
-                                placeholder="Write a haiku about GPUs.")
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="pg-generate")
-                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
-            output = gr.Textbox(label="Output", lines=10, max_lines=30, interactive=False,
-                                autoscroll=True, buttons=["copy"], elem_id="pg-output")
-            figures = gr.HTML(figures_html({"status": "ready"}), css_template=FIGURES_CSS,
-                              js_on_load=None, elem_id="pg-figures")
+                            info="Chat: a conversation through the model's chat template. "
+                                 "Completion: the model continues your text (base models).")
+            chat_view = chat.build_view(visible=True)
+            with gr.Column(visible=False, elem_id="pg-completion-view") as completion:
+                prompt = gr.Textbox(label="Prompt", lines=5, elem_id="pg-prompt",
+                                    placeholder="Once upon a time")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="pg-generate")
+                    stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
+                output = gr.Textbox(label="Output", lines=10, max_lines=30, interactive=False,
+                                    autoscroll=True, buttons=["copy"], elem_id="pg-output")
+            views = replies.build()
             with gr.Accordion("Copy as code", open=False, elem_id="pg-code"):
-                gr.Markdown("The same request against this lab's OpenAI-compatible API"
+                gr.Markdown("The next request (in Chat: the whole conversation and your message) "
+                            "against this lab's OpenAI-compatible API"
                             + (f"; the token is read from `${snippets.TOKEN_VARIABLE}`." if auth else "."))
                 with gr.Tabs():
+                    with gr.Tab("openai"):
+                        openai = gr.Code(language="python", show_label=False, interactive=False,
+                                         elem_id="pg-code-openai")
                     with gr.Tab("curl"):
-                        curl = gr.Code(language="shell", show_label=False, interactive=False)
+                        curl = gr.Code(language="shell", show_label=False, interactive=False,
+                                       elem_id="pg-code-curl")
                     with gr.Tab("httpx"):
                         httpx = gr.Code(language="python", show_label=False, interactive=False)
-                    with gr.Tab("openai"):
-                        openai = gr.Code(language="python", show_label=False, interactive=False)
-        with gr.Column(scale=2, min_width=260):
-            gr.Markdown("#### Sampling")
-            d = forms.DEFAULTS
-            max_tokens = gr.Slider(1, textgen.settings.MAX_MODEL_LEN or 4096, value=d["max_tokens"],
-                                   step=1, label="max_tokens", elem_id="pg-max-tokens")
-            temperature = gr.Slider(0.0, 2.0, value=d["temperature"], step=0.05, label="temperature",
-                                    elem_id="pg-temperature")
-            top_p = gr.Slider(0.05, 1.0, value=d["top_p"], step=0.05, label="top_p")
-            n = gr.Slider(1, 4, value=d["n"], step=1, label="n", info="completions per prompt")
-            stop_text = gr.Textbox(label="stop", lines=2, placeholder="one sequence per line; \\n = newline")
-            presence = gr.Slider(-2.0, 2.0, value=d["presence_penalty"], step=0.1, label="presence_penalty")
-            frequency = gr.Slider(-2.0, 2.0, value=d["frequency_penalty"], step=0.1, label="frequency_penalty")
-            seed = gr.Textbox(label="seed", placeholder="random", info="a whole number repeats a sample")
+        with gr.Column(scale=2, min_width=280):
+            settings = controls.build(textgen)
 
     last_model = gr.State(None)
     seen = gr.State("")
-    settings = [max_tokens, temperature, top_p, n, stop_text, presence, frequency, seed]
+
+    def shown(mode_: str) -> tuple[gr.Column, gr.Column]:
+        return gr.Column(visible=mode_ == forms.CHAT), gr.Column(visible=mode_ != forms.CHAT)
 
     def refresh(current: str | None, signature: str):
         infos = textgen.list_models()
@@ -109,30 +120,43 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, *, api_base: st
         info = picker.info_or_none(textgen, model_id)
         yield picker.describe(info) if info else ""
 
-    def code(model_id, mode_, prompt_, max_tokens_, temperature_, top_p_, n_, stop_, presence_,
-             frequency_, seed_, request: gr.Request):
+    code_inputs = {model, mode, prompt, chat_view.system, chat_view.turns, chat_view.message,
+                   *settings.widgets()}
+
+    def code(data: dict[Any, Any], request: gr.Request):
+        mode_ = data[mode]
         try:
-            options = forms.sampling_options(max_tokens_, temperature_, top_p_, n_, stop_,
-                                             presence_, frequency_, seed_)
-            request_ = forms.generation_request(model_id or "MODEL", mode_, prompt_, options,
-                                                require_prompt=False)
+            options = settings.options(data, mode_)
+            model_id = data[model] or "MODEL"
+            if mode_ == forms.CHAT:
+                turns = list(data[chat_view.turns] or [])
+                if (data[chat_view.message] or "").strip():
+                    turns.append({"role": "user", "content": data[chat_view.message]})
+                request_ = forms.chat_request(
+                    model_id, conversation.messages(data[chat_view.system], turns), options)
+            else:
+                request_ = forms.generation_request(model_id, mode_, data[prompt], options,
+                                                    require_prompt=False)
         except gr.Error:
             return gr.skip(), gr.skip(), gr.skip()
         return snippets.snippets(request_, api_base_of(request, api_base), auth=auth)
 
-    async def run(model_id, mode_, prompt_, max_tokens_, temperature_, top_p_, n_, stop_,
-                  presence_, frequency_, seed_, request: gr.Request):
-        options = forms.sampling_options(max_tokens_, temperature_, top_p_, n_, stop_, presence_,
-                                         frequency_, seed_)
-        request_ = forms.generation_request(model_id, mode_, prompt_, options)
+    async def run(data: dict[Any, Any], request: gr.Request):
+        options = settings.options(data, forms.COMPLETION)
+        request_ = forms.generation_request(data[model], forms.COMPLETION, data[prompt], options)
         problem = readiness_problem(textgen, request_.model)
         if problem:
             raise user_error(problem, title="Model not ready")
         current = Run(textgen, request_)
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                yield (current.output(), figures_html(current.figures()),
-                       *buttons(running=not current.finished))
+                start, stop_ = buttons(running=not current.finished)
+                yield {output: current.output(), generate: start, stop: stop_,
+                       **replies.live(views, current)}
+        start, stop_ = buttons(running=False)
+        yield {output: current.output(), generate: start, stop: stop_,
+               runs: replies.noted(data[runs], current, forms.COMPLETION, current.output()),
+               **replies.final(views, current)}
         if current.state == "error":
             raise user_error(current.error or "The generation failed.", title="Generation failed")
 
@@ -147,11 +171,15 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, *, api_base: st
           show_progress="hidden", queue=False)
     # Queued (not queue=False): only queued events can show the warning for an unavailable model.
     model.select(chose, [model, last_model], [model, last_model, about, load, mode],
-                show_progress="hidden")
+                 show_progress="hidden")
     load.click(load_selected, model, about, concurrency_limit=None)
-    code_inputs = [model, mode, prompt, *settings]
+    mode.change(shown, mode, [chat_view.column, completion], queue=False, show_progress="hidden")
     gr.on([c.change for c in code_inputs], code, code_inputs, [curl, httpx, openai],
           show_progress="hidden", queue=False, trigger_mode="always_last")
-    generate.click(run, [model, mode, prompt, *settings], [output, figures, generate, stop],
+    generate.click(run, {model, prompt, runs, *settings.widgets()},
+                   [output, generate, stop, runs, *views.outputs()],
                    concurrency_limit=None, show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
+    chat.wire(chat_view, textgen, stops, model=model, controls=settings, views=views, runs=runs)
+    return Playground(model, last_model, mode, prompt, output, completion, chat_view, settings,
+                      views)
