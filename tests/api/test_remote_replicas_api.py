@@ -39,9 +39,16 @@ async def lab(*urls: str) -> AsyncIterator[tuple[httpx.AsyncClient, TextGen]]:
             yield client, textgen
 
 
+def port_after(port: int) -> int:
+    """A free port whose URL sorts after `port`'s: replicas are kept in URL order, so round
+    robin's first choice is then the replica on `port`."""
+    while str(candidate := free_port()) <= str(port):
+        pass
+    return candidate
+
+
 async def test_model_status_and_health_show_each_replica_with_its_state_and_load() -> None:
-    port = free_port()
-    async with FakeUpstream("hold") as a, FakeUpstream(port=port) as b:
+    async with FakeUpstream("hold") as a, FakeUpstream(port=port_after(a.port)) as b:
         a.waiting = 4
         async with lab(a.url, b.url) as (client, textgen):
             await eventually(lambda: any(r.waiting == 4 for r in
