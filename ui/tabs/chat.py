@@ -79,6 +79,22 @@ def build_view(*, visible: bool) -> ChatView:
                     tool_result, send_tool, export, upload, gr.State([]), gr.State({}))
 
 
+def export_button(model_id: str | None, system: str | None, turns: conversation.Turns,
+                  options: dict[str, Any]) -> gr.DownloadButton:
+    """The export button for a conversation: its file and message count, or disabled when empty.
+
+    Called from queued events only when there are turns: Gradio builds the file's URL from the
+    request, and only the queue's requests know the UI is mounted at /ui.
+    """
+    if not turns:
+        return gr.DownloadButton(EXPORT_LABEL, value=None, interactive=False)
+    document = conversation.export(model_id, system, turns, options)
+    path = downloads.write("conversation.json", json.dumps(document, indent=2, ensure_ascii=False))
+    count = len(document["messages"])
+    return gr.DownloadButton(f"Export conversation ({count} message{'s' * (count != 1)}, JSON)",
+                             value=path, interactive=True)
+
+
 def _tool_label(turns: conversation.Turns) -> str | None:
     """The label of the tool-result box while a tool call waits for its result, else None."""
     pending = conversation.pending_tool_calls(turns)
@@ -92,8 +108,10 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
          controls: Controls, views: ReplyViews, runs: gr.State) -> None:
     """Wire the chat view's events."""
     busy = [view.send, view.stop, view.regenerate, view.clear, view.send_tool]
+    # The export is part of a reply's last update: a button that followed the conversation
+    # only through `turns.change` would offer the previous conversation's file for a moment.
     outputs = [view.chatbot, view.turns, view.message, view.tool_row, view.tool_result,
-               view.sent_options, runs, *busy, *views.outputs()]
+               view.sent_options, view.export, runs, *busy, *views.outputs()]
     inputs = {model, view.system, view.turns, view.message, view.tool_result, runs,
               *controls.widgets()}
 
@@ -139,7 +157,9 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         yield {view.turns: done, view.chatbot: conversation.display(done), **taken,
                view.tool_row: gr.Row(visible=label is not None),
                view.tool_result: gr.Textbox(value="", label=label or "Tool result"),
-               view.sent_options: options, runs: replies.noted(data[runs], run, forms.CHAT, answer),
+               view.sent_options: options,
+               view.export: export_button(data[model], data[view.system], done, options),
+               runs: replies.noted(data[runs], run, forms.CHAT, answer),
                **replies.final(views, run), **buttons(running=False)}
         if run.state == "error":
             gr.Warning(f"The reply was cut short: {run.error}", title="Generation failed")
@@ -188,7 +208,8 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
 
     def clear() -> dict[Any, Any]:
         return {view.turns: [], view.chatbot: [], view.message: "",
-                view.tool_row: gr.Row(visible=False), **replies.cleared(views)}
+                view.tool_row: gr.Row(visible=False), view.export: export_button(None, "", [], {}),
+                **replies.cleared(views)}
 
     def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
@@ -199,7 +220,8 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
     view.chatbot.edit(edit, **events)
     view.send_tool.click(tool, **events)
     gr.on([view.clear.click, view.chatbot.clear], clear, None,
-          [view.turns, view.chatbot, view.message, view.tool_row, *views.outputs()], queue=False)
+          [view.turns, view.chatbot, view.message, view.tool_row, view.export, *views.outputs()],
+          queue=False)
     view.stop.click(press_stop, None, None, queue=False)
     _wire_export(view, textgen, model, controls)
 
@@ -208,19 +230,9 @@ def _wire_export(view: ChatView, textgen: TextGen, model: gr.Dropdown, controls:
     """Export as JSON (messages + settings) is kept ready as the conversation changes; import
     puts a file's conversation, model and settings back."""
 
-    def export(model_id: str | None, system: str, turns: conversation.Turns,
-               options: dict[str, Any]) -> gr.DownloadButton:
-        if not turns:
-            return gr.DownloadButton(EXPORT_LABEL, value=None, interactive=False)
-        document = conversation.export(model_id, system, turns, options)
-        path = downloads.write("conversation.json", json.dumps(document, indent=2, ensure_ascii=False))
-        count = len(document["messages"])
-        return gr.DownloadButton(f"Export conversation ({count} message{'s' * (count != 1)}, JSON)",
-                                 value=path, interactive=True)
-
     # Queued: Gradio builds a file's URL from the request, and only the queue's requests know
     # the UI is mounted at /ui (a direct call's URL would miss it and the download fail).
-    gr.on([view.turns.change, view.system.blur], export,
+    gr.on([view.turns.change, view.system.blur], export_button,
           [model, view.system, view.turns, view.sent_options], view.export,
           show_progress="hidden", concurrency_limit=None)
 
