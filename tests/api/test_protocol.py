@@ -3,7 +3,7 @@
 vLLM's server (tests/support/upstreams.py: the same model folder, float32, the same tool-call
 flags) is the oracle. Each test sends one body to both - the lab's session server (its engine
 runs vLLM's serving layer in-process) and vLLM's server directly - and compares the answers:
-the status of a refusal, logprobs to 1e-3, text, tool calls, a stream chunk by chunk. Clients
+the status of a refusal, logprobs to 1e-3, text, tool calls, what a stream carries. Clients
 are real: httpx, the official `openai` client and lm-evaluation-harness.
 """
 
@@ -84,20 +84,49 @@ async def stream_both(lab: LabServer, vllm: VllmServer, path: str, body: dict[st
 
 
 def by_choice(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """A stream's pieces per choice, in order, and the rest of its chunks.
+    """A stream's pieces per choice, each choice's pieces folded into one, and the rest of
+    its chunks.
 
-    Choices of several prompts interleave as the engine happens to finish their steps, so two
-    servers agree on each choice's sequence of pieces, not on how the choices interleave.
+    Choices of several prompts interleave as the engine happens to finish their steps, and
+    vLLM hands a consumer that falls behind the engine several steps' deltas as one (a busy
+    server sends "Paris, the" where an idle one sends "Paris", ",", " the"). So two servers
+    agree on what each choice's pieces add up to - every field, text, tool calls, logprobs,
+    finish - not on how they were cut or interleaved.
     """
-    pieces: dict[str, list[dict[str, Any]]] = {}
+    folded: dict[str, Any] = {}
     rest = []
     for chunk in chunks:
         head = {k: v for k, v in chunk.items() if k != "choices"}
         for choice in chunk.get("choices") or ():
-            pieces.setdefault(str(choice["index"]), []).append({**head, **choice})
+            index = str(choice["index"])
+            folded[index] = fold(folded.get(index), {**head, **choice})
         if not chunk.get("choices"):
             rest.append(chunk)
-    return {"choices": pieces, "rest": rest}
+    return {"choices": folded, "rest": rest}
+
+
+CONCATENATED = frozenset({"content", "text", "arguments", "reasoning", "reasoning_content"})
+
+
+def fold(a: Any, b: Any, key: str = "") -> Any:
+    """Piece `b` added to what the pieces before it (`a`) add up to: text appended, lists
+    (logprobs) extended, tool calls merged by their index, anything else the latest given."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {**a, **{k: fold(a.get(k), v, k) for k, v in b.items()}}
+    if key in CONCATENATED and isinstance(a, str) and isinstance(b, str):
+        return a + b
+    if key == "tool_calls" and isinstance(a, list) and isinstance(b, list):
+        calls = {call["index"]: call for call in a}
+        for call in b:
+            calls[call["index"]] = fold(calls.get(call["index"]), call)
+        return [calls[index] for index in sorted(calls)]
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    return b
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -172,7 +201,7 @@ async def test_echo_with_logprobs_equals_vllms(lab: LabServer, vllm: VllmServer,
     # token comes in a later engine step than the first's - its own bug, on both servers.)
     {"prompt": "Once upon a time", "n": 2, "seed": 11, "temperature": 0.8, "logprobs": 2},
 ], ids=["prompts-echo", "n-seeded"])
-async def test_a_stream_is_vllms_chunk_by_chunk(lab: LabServer, vllm: VllmServer,
+async def test_a_stream_carries_what_vllms_does(lab: LabServer, vllm: VllmServer,
                                                 body: dict[str, Any]) -> None:
     body = {"max_tokens": 12, "temperature": 0, **body, "stream_options": {"include_usage": True}}
     ours, theirs = await stream_both(lab, vllm, "/v1/completions", body)
