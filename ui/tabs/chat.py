@@ -83,8 +83,8 @@ def export_button(model_id: str | None, system: str | None, turns: conversation.
                   options: dict[str, Any]) -> gr.DownloadButton:
     """The export button for a conversation: its file and message count, or disabled when empty.
 
-    Called from queued events only when there are turns: Gradio builds the file's URL from the
-    request, and only the queue's requests know the UI is mounted at /ui.
+    With turns it writes a file, so it belongs in a queued event: Gradio builds the file's URL
+    from the request, and only the queue's requests know the UI is mounted at /ui.
     """
     if not turns:
         return gr.DownloadButton(EXPORT_LABEL, value=None, interactive=False)
@@ -230,8 +230,9 @@ def _wire_export(view: ChatView, textgen: TextGen, model: gr.Dropdown, controls:
     """Export as JSON (messages + settings) is kept ready as the conversation changes; import
     puts a file's conversation, model and settings back."""
 
-    # Queued: Gradio builds a file's URL from the request, and only the queue's requests know
-    # the UI is mounted at /ui (a direct call's URL would miss it and the download fail).
+    # For the writers of `turns` that do not build the export themselves (import, History's
+    # reopen) and for the system prompt. After a reply this writes the same few-kB file once
+    # more: cheaper than every writer of `turns` knowing about the export button.
     gr.on([view.turns.change, view.system.blur], export_button,
           [model, view.system, view.turns, view.sent_options], view.export,
           show_progress="hidden", concurrency_limit=None)
