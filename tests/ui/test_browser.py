@@ -474,14 +474,16 @@ def test_stop_aborts_a_long_generation(page: Any) -> None:
     page.fill("#pg-prompt textarea", "1, 2, 3, 4, 5, 6, 7, 8,")
     set_slider(page, "#pg-max-tokens", 1500)
     page.click("#pg-generate")
+    # Stop as soon as the first token shows. Waiting for more text first made the test
+    # depend on the page keeping up with the stream: in one full run on this 2-core box the
+    # page showed the text only after all 1500 tokens (73 s) had been generated.
     wait_status(page, "#pg-figures", "streaming")  # the first token has arrived
-    page.wait_for_function(
-        "() => document.querySelector('#pg-output textarea').value.includes('10')")
     assert not page.locator("#pg-stop").is_disabled(), figures(page, "#pg-figures")
     page.click("#pg-stop")
     assert wait_status(page, "#pg-figures", "stopped", "done", "error").startswith("stopped")
     page.wait_for_function("() => !document.querySelector('#pg-generate').disabled")
     stopped_at = page.input_value("#pg-output textarea")
+    assert stopped_at.strip()  # what came before Stop stays
     page.wait_for_timeout(2000)
     assert page.input_value("#pg-output textarea") == stopped_at  # nothing more arrives
     assert page.locator("#pg-stop").is_disabled()
