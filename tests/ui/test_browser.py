@@ -574,7 +574,9 @@ def test_a_benchmark_sweep_draws_each_level_and_offers_the_csv(page: Any, lab: A
         f"() => (document.querySelector('#bench-model input') || {{}}).value === '{DEFAULT_MODEL}'")
     page.fill("#bench-levels textarea", "1, 2")
     page.fill("#bench-input-len input", "32")
-    page.fill("#bench-output-len input", "24")
+    # Long enough (~30 s in all) that the sweep is still running when the second page asks,
+    # even with the page lagging behind the lab as it does in a full run here.
+    page.fill("#bench-output-len input", "96")
     page.fill("#bench-rounds input", "3")
     page.press("#bench-rounds input", "Tab")
     page.wait_for_function("() => document.querySelector('#bench-plan').innerText.includes('Sends 9 requests')")
@@ -655,6 +657,8 @@ def test_models_tab_unloads_and_loads_the_model(page: Any, lab: Any) -> None:
 
 def test_dashboards_draw_the_machine_the_engines_and_the_requests(page: Any) -> None:
     page.click("#tab-dashboards-button")
+    # The whole walk's requests: in a slow run its Stop tests are more than 5 min back.
+    page.locator("#dash-window").get_by_label("30 min").check()
     page.wait_for_function(
         "() => (document.querySelector('#dash-summary') || {}).innerText?.includes('requests')")
     # Two redraws at least, so the series have more than one point.
