@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from textgen import Settings, TextGen
 
 from . import errors, openapi
+from .request_ids import RequestIdMiddleware
 from .routes import completions, health, models, tokenize
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
         return RedirectResponse("/ui/" if app.state.ui_mounted else "/docs")
 
     app.state.ui_mounted = ui and _mount_ui(app, textgen)
+    # Added last, so outermost of the app's own middleware: every response carries the id,
+    # the errors of other middleware included (the 500 handler sets it itself: api/errors.py).
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textgen import errors as e
 
+from .request_ids import request_id
+
 log = logging.getLogger(__name__)
 
 # pydantic names the member of a union that failed ("str", "list[int]"): not a parameter.
@@ -115,9 +117,12 @@ def install(app: FastAPI) -> None:
                         headers=getattr(exc, "headers", None), media_type="application/json")
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        # Never leak internals (or secrets in them) to the client.
-        log.exception("unhandled error")
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Never leak internals (or secrets in them) to the client. This handler runs in
+        # Starlette's outermost middleware, outside RequestIdMiddleware: it sets the id itself.
+        rid = request_id(request)
+        log.exception("unhandled error (request %s)", rid)
         return Response(envelope("The server had an error while processing your request.",
                                  "server_error", None, "internal_error"),
-                        status_code=500, media_type="application/json")
+                        status_code=500, headers={"X-Request-Id": rid},
+                        media_type="application/json")

@@ -66,8 +66,9 @@ def cache_control(header: str | None) -> tuple[bool, bool]:
     return "no-cache" not in directives, "no-store" not in directives
 
 
-def generation_headers(generation: Generation, request_id: str) -> dict[str, str]:
-    headers = {"X-Cache": generation.cache_status, "X-Request-Id": request_id}
+def generation_headers(generation: Generation) -> dict[str, str]:
+    # X-Request-Id is RequestIdMiddleware's, on every response (api/request_ids.py).
+    headers = {"X-Cache": generation.cache_status}
     rate = generation.rate
     if rate is not None and not rate.unlimited:
         headers["x-ratelimit-limit-requests"] = str(rate.limit)
@@ -114,11 +115,11 @@ class _GenerationStream(StreamingResponse):
             await self._generation.aclose()
 
 
-def stream_response(generation: Generation, request_id: str) -> StreamingResponse:
-    return _GenerationStream(generation, generation_headers(generation, request_id))
+def stream_response(generation: Generation) -> StreamingResponse:
+    return _GenerationStream(generation, generation_headers(generation))
 
 
-def json_response(generation: Generation, request_id: str) -> Response:
+def json_response(generation: Generation) -> Response:
     assert generation.response is not None
     try:
         content = orjson.dumps(generation.response)
@@ -126,7 +127,7 @@ def json_response(generation: Generation, request_id: str) -> Response:
         import json
 
         content = json.dumps(generation.response).encode()
-    return Response(content, headers=generation_headers(generation, request_id),
+    return Response(content, headers=generation_headers(generation),
                     media_type="application/json")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -19,6 +17,7 @@ from ..http import (
     stream_response,
     until_disconnect,
 )
+from ..request_ids import request_id
 
 # Every route here takes AuthorizedTextGenDep: the token check and the TextGen in one dependency.
 router = APIRouter(tags=["completions"])
@@ -27,9 +26,9 @@ router = APIRouter(tags=["completions"])
 async def _generate(request: Request, textgen: TextGen, endpoint: Endpoint) -> Response:
     body, size = await read_json(request)
     read, write = cache_control(request.headers.get("cache-control"))
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    # The id RequestIdMiddleware chose and echoes: the engine (and an upstream) get the same.
     openai_request = OpenAIRequest(endpoint, body, read_cache=read, write_cache=write,
-                                   request_id=request_id, size=size)
+                                   request_id=request_id(request), size=size)
     try:
         # A plain request runs to its end here; a stream is admitted and starts here.
         generation = await until_disconnect(request, textgen.open(openai_request))
@@ -40,8 +39,8 @@ async def _generate(request: Request, textgen: TextGen, endpoint: Endpoint) -> R
         # ordinary hang-up out of the server's error log.
         return Response(status_code=499)
     if generation.stream:
-        return stream_response(generation, request_id)
-    return json_response(generation, request_id)
+        return stream_response(generation)
+    return json_response(generation)
 
 
 @router.post("/v1/completions", summary="Create a completion (OpenAI-compatible)")
