@@ -13,15 +13,17 @@ from typing import Any
 
 from textgen import Settings, TextGen
 
+_ALIASES = {"API_HOST": ["--host"], "API_PORT": ["--port"]}
 
-def _flag(name: str) -> str:
-    return "--" + name.lower().replace("_", "-")
+
+def flags(name: str) -> list[str]:
+    """The command-line flags of a Settings field: `--api-port` (and `--port`) for API_PORT."""
+    return ["--" + name.lower().replace("_", "-"), *_ALIASES.get(name, [])]
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
-        aliases = {"API_HOST": ["--host"], "API_PORT": ["--port"]}.get(name, [])
-        parser.add_argument(_flag(name), *aliases, dest=name, default=None,
+        parser.add_argument(*flags(name), dest=name, default=None,
                             help=f"{field.description} (env {name})")
 
 
