@@ -1,4 +1,5 @@
-"""The documentation: the MkDocs site builds strictly and the settings reference is complete."""
+"""The documentation: the MkDocs site builds strictly, the settings reference is complete,
+and the README stays a short front page (the rest lives in docs/)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from textgen import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+README_MAX_BYTES = 12 * 1024
 
 
 def settings_hook() -> ModuleType:
@@ -75,3 +77,15 @@ def test_the_settings_reference_shows_defaults_as_the_environment_takes_them() -
     assert "| `~/.cache/textgen/models` |" in rows["MODEL_CACHE_DIR"]  # not the builder's home
     assert "| `{}` |" in rows["RATE_LIMITS"] and "| `true` |" in rows["CACHE_SAMPLED"]
 
+
+def test_the_readme_is_a_short_front_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= README_MAX_BYTES, f"README.md is {len(readme.encode())} bytes"
+    # The two set-up commands, and links into docs/ that lead somewhere.
+    assert re.search(r"^make run\b", readme, re.M) and re.search(r"^make test\b", readme, re.M)
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert links, "the README links into docs/"
+    for link in links:
+        assert (ROOT / link).is_file(), f"README links to {link}, which does not exist"
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
+        assert (ROOT / image).is_file(), f"README shows {image}, which does not exist"

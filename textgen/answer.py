@@ -9,7 +9,7 @@ the other form from it when a request of the other kind asks for the same thing:
   becoming `message`; what OpenAI's own clients do to rebuild a streamed answer.
 - response -> chunks: one chunk per choice holding its whole message, then the usage chunk.
 
-Both are documented in the README; the live answer is always the engine's own.
+Both are documented in docs/cache-limits-metrics.md; the live answer is always the engine's own.
 """
 
 from __future__ import annotations
