@@ -309,8 +309,11 @@ class TextGen:
 
     def requests_frame(self) -> pd.DataFrame:
         """Recent requests as a DataFrame (time, model, cache, outcome, seconds, ttft, tokens)."""
+        # The dashboards call this from a worker thread while the event loop appends: copy
+        # first (one C call, under the GIL), or the iteration fails on "deque mutated".
+        records = tuple(self.history)
         frame = pd.DataFrame(
-            [record_dict(r) for r in self.history],
+            [record_dict(r) for r in records],
             columns=["time", "model", "cache", "outcome", "seconds", "ttft", "completion_tokens"],
         )
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
