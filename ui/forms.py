@@ -50,8 +50,9 @@ def parse_seed(value: float | str | None) -> int | None:
 
 def sampling_options(max_tokens: float, temperature: float, top_p: float, n: float,
                      stop: str | None, presence_penalty: float, frequency_penalty: float,
-                     seed: float | str | None) -> dict[str, Any]:
-    """The sampling fields of an OpenAI body, in OpenAI's order (unset ones left out)."""
+                     seed: float | str | None, ignore_eos: bool = False) -> dict[str, Any]:
+    """The sampling fields of an OpenAI body, in OpenAI's order (unset ones left out);
+    `ignore_eos` is vLLM's own field (generate to `max_tokens` whatever the model says)."""
     options: dict[str, Any] = {
         "max_tokens": int(max_tokens),
         "temperature": float(temperature),
@@ -64,6 +65,8 @@ def sampling_options(max_tokens: float, temperature: float, top_p: float, n: flo
     options["frequency_penalty"] = float(frequency_penalty)
     if (parsed_seed := parse_seed(seed)) is not None:
         options["seed"] = parsed_seed
+    if ignore_eos:
+        options["ignore_eos"] = True
     return options
 
 
@@ -135,6 +138,7 @@ def settings_values(settings: dict[str, Any]) -> dict[str, Any]:
                                    for s in stops if s)
     if "seed" in settings:
         values["seed"] = "" if settings["seed"] is None else str(settings["seed"])
+    values["ignore_eos"] = settings.get("ignore_eos") is True
     logprobs = settings.get("logprobs")
     values["show_probs"] = bool(logprobs) or logprobs == 0
     if values["show_probs"]:

@@ -94,14 +94,14 @@ def test_probability_options_per_mode() -> None:
 
 def test_settings_come_back_into_the_form() -> None:
     options = {
-        **forms.sampling_options(64, 0.2, 0.9, 1, "END\n\\n", 0.5, 0.0, "7"),
+        **forms.sampling_options(64, 0.2, 0.9, 1, "END\n\\n", 0.5, 0.0, "7", ignore_eos=True),
         **forms.probability_options(forms.CHAT, True, 4, False),
         **forms.structure_options(forms.CHAT, "json_schema", json.dumps(SCHEMA),
                                   structured.EXAMPLE_TOOLS, "get_weather"),
     }
     values = forms.settings_values(options)
     assert values["max_tokens"] == 64 and values["temperature"] == 0.2 and values["seed"] == "7"
-    assert values["stop"] == "END\n\\n"
+    assert values["stop"] == "END\n\\n" and values["ignore_eos"] is True
     assert (values["show_probs"], values["top_logprobs"]) == (True, 4)
     assert values["format"] == "json_schema" and json.loads(values["schema"]) == SCHEMA
     assert structured.tool_names(values["tools"]) == ["get_weather"]
@@ -110,7 +110,8 @@ def test_settings_come_back_into_the_form() -> None:
     again = {
         **forms.sampling_options(values["max_tokens"], values["temperature"], values["top_p"],
                                  values["n"], values["stop"], values["presence_penalty"],
-                                 values["frequency_penalty"], values["seed"]),
+                                 values["frequency_penalty"], values["seed"],
+                                 values["ignore_eos"]),
         **forms.probability_options(forms.CHAT, values["show_probs"], values["top_logprobs"], False),
         **forms.structure_options(forms.CHAT, values["format"], values["schema"], values["tools"],
                                   values["tool_choice"]),

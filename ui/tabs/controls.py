@@ -29,6 +29,7 @@ class Controls:
     presence_penalty: gr.Slider
     frequency_penalty: gr.Slider
     seed: gr.Textbox
+    ignore_eos: gr.Checkbox
     show_probs: gr.Checkbox
     top_logprobs: gr.Slider
     echo: gr.Checkbox
@@ -44,7 +45,7 @@ class Controls:
         return forms.sampling_options(
             data[self.max_tokens], data[self.temperature], data[self.top_p], data[self.n],
             data[self.stop], data[self.presence_penalty], data[self.frequency_penalty],
-            data[self.seed])
+            data[self.seed], data[self.ignore_eos])
 
     def options(self, data: dict[Any, Any], mode: str) -> dict[str, Any]:
         """Every request field the column sets, for `mode`; a readable gr.Error if one is bad."""
@@ -81,6 +82,9 @@ def build(textgen: TextGen) -> Controls:
     presence = gr.Slider(-2.0, 2.0, value=d["presence_penalty"], step=0.1, label="presence_penalty")
     frequency = gr.Slider(-2.0, 2.0, value=d["frequency_penalty"], step=0.1, label="frequency_penalty")
     seed = gr.Textbox(label="seed", placeholder="random", info="a whole number repeats a sample")
+    ignore_eos = gr.Checkbox(label="ignore_eos", value=False, elem_id="pg-ignore-eos",
+                             info="vLLM: generate exactly max_tokens, past the end-of-text token "
+                                  "(for measuring speed)")
     with gr.Accordion("Token probabilities", open=True, elem_id="pg-probs-box"):
         show_probs = gr.Checkbox(label="Show token probabilities", value=False,
                                  elem_id="pg-logprobs",
@@ -117,5 +121,5 @@ def build(textgen: TextGen) -> Controls:
     tools.change(offered_choices, [tools, tool_choice], tool_choice, queue=False,
                  show_progress="hidden")
     example.click(lambda: structured.EXAMPLE_TOOLS, None, tools, queue=False)
-    return Controls(max_tokens, temperature, top_p, n, stop, presence, frequency, seed,
+    return Controls(max_tokens, temperature, top_p, n, stop, presence, frequency, seed, ignore_eos,
                     show_probs, top_logprobs, echo, response_format, schema, tools, tool_choice)
