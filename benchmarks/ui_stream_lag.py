@@ -191,7 +191,7 @@ def measure(page: Any, url: str, tokens: int, history: list[dict[str, Any]]) -> 
         """() => { const f = document.querySelector('#pg-figures .figures');
                    const chip = f && f.querySelector('[data-figure="status"] b');
                    return f && !f.dataset.stale && chip && /^(done|error)/.test(chip.innerText); }""",
-        timeout=600_000)
+        timeout=600_000, polling=100)  # not every frame: that reads the page it measures 60x/s
     reference.join()
     updates = page.evaluate("window.__updates")
     sse = page.evaluate("window.__sse")
