@@ -41,10 +41,14 @@ async def test_two_local_models_switch_with_one_slot() -> None:
         assert story.status_code == 200, story.text
         text = story.json()["choices"][0]["text"]
         print(f"gemma-3-270m, greedy: Once upon a time{text!r}")
-        words = re.findall(r"[A-Za-z']+", text)
+        words = [w.lower() for w in re.findall(r"[A-Za-z']+", text)]
         assert len(words) >= 12, text
-        assert len({w.lower() for w in words}) >= len(words) / 2, text  # no degenerate loop
-        assert {"was", "there", "a", "the"} & {w.lower() for w in words}, text
+        # A broken conversion repeats one token or writes no words; a 270M base model's greedy
+        # story may fall into a loop after its first sentence (CI saw "...a man named John. He
+        # was a man of many talents, and he was a man of many talents"), so only the opening
+        # is held to be varied.
+        assert len(set(words[:10])) >= 6, text
+        assert {"was", "there", "a", "the"} & set(words), text
 
         # A base model without a chat template: a clear 400, not a garbled answer.
         chat = await api.post("/v1/chat/completions", json={
