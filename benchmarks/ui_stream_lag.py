@@ -229,7 +229,10 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=30, help="messages in the long conversation")
     parser.add_argument("--api-streams", type=int, default=4)
     parser.add_argument("--lab-niceness", type=int, default=0,
-                        help="CPU priority of the lab and its engine (the browser tests use 19)")
+                        help="CPU priority of the whole lab, engine included (as the browser "
+                             "tests once ran it)")
+    parser.add_argument("--engine-niceness", type=int, default=0,
+                        help="ENGINE_NICENESS: the engine's processes only (the browser tests use 19)")
     parser.add_argument("--hogs", type=int, default=0,
                         help="busy processes at normal priority beside it all (a loaded box)")
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
@@ -237,7 +240,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    env = {"REDIS_URL": "", "METRICS_PORT": "0", "RATE_LIMITS": json.dumps({DEFAULT_MODEL: 0})}
+    env = {"REDIS_URL": "", "METRICS_PORT": "0", "RATE_LIMITS": json.dumps({DEFAULT_MODEL: 0}),
+           "ENGINE_NICENESS": str(args.engine_niceness)}
     results: dict[str, Figures] = {}
     stop = threading.Event()
     with lab_server(env, token=TOKEN, wait_model=DEFAULT_MODEL, timeout=600,

@@ -185,6 +185,7 @@ class TextGen:
             max_num_batched_tokens=s.MAX_NUM_BATCHED_TOKENS,
             enforce_eager=s.ENFORCE_EAGER,
             cpu_kvcache_gb=s.VLLM_CPU_KVCACHE_SPACE,
+            niceness=s.ENGINE_NICENESS,
             serve_args=self.models.serve_args(model_id, s.VLLM_SERVE_ARGS),
         )
 

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         "'--reasoning-parser deepseek_r1'); replaces the catalog's defaults for that model.",
     )
     VLLM_CPU_KVCACHE_SPACE: int = Field(1, description="GB of KV cache for vLLM on a CPU.")
+    ENGINE_NICENESS: int = Field(
+        0, ge=0, le=19,
+        description="CPU priority (nice) of in-process engines' processes, 0-19: on a CPU-only "
+                    "box shared with a browser, 19 keeps the lab's pages and API responsive while "
+                    "the engine takes the cores that are left.",
+    )
     MAX_LOADED_MODELS: int = Field(
         1, description="In-process models kept loaded; loading one more unloads the LRU."
     )

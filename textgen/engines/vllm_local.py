@@ -15,11 +15,13 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -31,6 +33,8 @@ from .base import EngineReply
 from .errors import engine_error, stream_error, validation_error
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Files whose size and time identify the weights, tokenizer and template behind a model.
 _WEIGHT_FILES = ("*.safetensors", "*.bin", "*.json", "*.jinja", "tokenizer.model")
@@ -49,6 +53,8 @@ class VllmOptions:
     max_num_batched_tokens: int | None = 8192
     enforce_eager: bool | None = None
     cpu_kvcache_gb: int = 1
+    # Nice value of the engine's processes (the engine core and its workers), not the lab's.
+    niceness: int = 0
     # More `vllm serve` flags for this model (tool-call parser, chat template, ...).
     serve_args: tuple[str, ...] = ()
 
@@ -60,6 +66,41 @@ def _prepare_environment(options: VllmOptions) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gb))
+
+
+async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
+    """Run `call` in a thread of its own whose nice value is `niceness`.
+
+    On Linux the nice value belongs to a thread and a process spawned from a thread inherits
+    it: vLLM spawns its engine core (which spawns the workers) from the thread that builds
+    `AsyncLLM`, so lowering that thread's priority lowers the engine's and nothing else of the
+    lab's. A pooled thread would keep the lowered priority for unrelated work, hence a new one.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, 0)  # 0: this thread (Linux)
+            if niceness > current:  # never raised: that needs privileges a user lacks
+                os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            result = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, None, error)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="engine-start", daemon=True).start()
+    return await done
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def serve_argv(model_id: str, folder: Path, options: VllmOptions) -> list[str]:
@@ -173,8 +214,10 @@ class VllmEngine:
         vllm_metrics = CollectorRegistry()
         # Engine construction blocks (it spawns and waits for the engine core): keep the event
         # loop free for health checks meanwhile.
-        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args,
-                                      stat_loggers=[stat_logger(vllm_metrics)])
+        llm = await _in_new_thread(
+            partial(AsyncLLM.from_engine_args, engine_args,
+                    stat_loggers=[stat_logger(vllm_metrics)]),
+            niceness=options.niceness)
         try:
             state = State()
             await init_app_state(llm, state, args, await llm.get_supported_tasks())
