@@ -67,7 +67,10 @@ async def bench_client(base_url: str, folder: Path, model: str, concurrency: int
         "--ignore-eos", "--num-prompts", str(count), "--max-concurrency", str(concurrency),
         "--seed", str(seed), "--header", "Cache-Control=no-cache, no-store", "--disable-tqdm",
     ]
-    env = {**os.environ, "OPENAI_API_KEY": TOKEN, "VLLM_LOGGING_LEVEL": "WARNING"}
+    # VLLM_TARGET_DEVICE: a process that runs vLLM's client and no engine can otherwise miss
+    # the CPU build and import AVX-512 kernels, which die of SIGILL on CPUs without it.
+    env = {**os.environ, "OPENAI_API_KEY": TOKEN, "VLLM_LOGGING_LEVEL": "WARNING",
+           "VLLM_TARGET_DEVICE": "cpu"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CLIENT, ",".join(FIGURES), *argv, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

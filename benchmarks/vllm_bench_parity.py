@@ -79,6 +79,10 @@ def started(command: list[str], env: dict[str, str], ready_url: str, name: str) 
 
 
 def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    # This process runs vLLM's client only. Without an engine started in it, vLLM's platform
+    # check can miss the CPU build and import kernels built for AVX-512, which die of SIGILL
+    # on a CPU without it; naming the CPU target is right for a client on any machine.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
