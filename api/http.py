@@ -6,22 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from textgen import Generation, InvalidRequest, RequestTooLarge, TextGenError
+from textgen import Generation, InvalidRequest, RequestTooLarge, TextGenError, jsoncodec
 
 from .errors import error_body
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
-
-
-# Bodies past this size are parsed off the event loop, so one huge request never holds up
-# the others (a 4 MB prompt takes milliseconds to parse).
-THREAD_BYTES = 256 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -46,9 +40,8 @@ async def read_json(request: Request) -> tuple[dict[str, Any], int]:
     """The JSON object of a request body and its size; every failure to read one is a 4xx."""
     raw = await read_body(request, request.app.state.settings.MAX_REQUEST_BYTES)
     try:
-        data = orjson.loads(raw) if len(raw) < THREAD_BYTES else await asyncio.to_thread(
-            orjson.loads, raw)
-    except orjson.JSONDecodeError:
+        data = await jsoncodec.loads_off_loop(raw)
+    except jsoncodec.JSONDecodeError:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. Send valid JSON with "
             "'Content-Type: application/json'."
@@ -78,12 +71,7 @@ def generation_headers(generation: Generation) -> dict[str, str]:
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
-    try:
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-    except TypeError:  # an upstream's integer past 64 bits
-        import json
-
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsoncodec.dumps(payload) + b"\n\n"
 
 
 async def sse_events(generation: Generation) -> AsyncIterator[bytes]:
@@ -121,13 +109,7 @@ def stream_response(generation: Generation) -> StreamingResponse:
 
 def json_response(generation: Generation) -> Response:
     assert generation.response is not None
-    try:
-        content = orjson.dumps(generation.response)
-    except TypeError:  # an upstream's integer past 64 bits
-        import json
-
-        content = json.dumps(generation.response).encode()
-    return Response(content, headers=generation_headers(generation),
+    return Response(jsoncodec.dumps(generation.response), headers=generation_headers(generation),
                     media_type="application/json")
 
 

@@ -15,8 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-import orjson
-
+from . import jsoncodec
 from .answer import Answer
 from .request import OpenAIRequest
 
@@ -35,22 +34,16 @@ def cache_key(request: OpenAIRequest, weights: str = "") -> str:
     """Redis key of a request: `vllm:` + sha256 of its endpoint, weights and canonical body."""
     body = {k: v for k, v in request.body.items() if k not in IGNORED_FIELDS}
     payload = {"v": _KEY_VERSION, "endpoint": request.endpoint, "weights": weights, "body": body}
-    try:
-        canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        # Numbers past 64 bits: orjson refuses them; the slower json module does not.
-        import json
-
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    canonical = jsoncodec.dumps(payload, sort_keys=True)
     return f"{KEY_PREFIX}{hashlib.sha256(canonical).hexdigest()}"
 
 
 def dump_answer(answer: Answer) -> bytes:
-    return orjson.dumps(answer.to_json())
+    return jsoncodec.dumps(answer.to_json())
 
 
 def load_answer(raw: bytes) -> Answer:
-    return Answer.from_json(orjson.loads(raw))
+    return Answer.from_json(jsoncodec.loads(raw))
 
 
 class CacheUnavailable(Exception):

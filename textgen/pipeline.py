@@ -31,6 +31,7 @@ from .errors import (
 )
 from .flight import Flight, Reader
 from .generation import CacheStatus, Generation, Timing, replay
+from .jsoncodec import OFF_LOOP_BYTES
 from .metrics import Metrics
 from .models import ModelEntry, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
@@ -39,8 +40,6 @@ from .settings import Settings
 from .tracing import NullTrace, RequestTrace, Tracing
 
 Trace = RequestTrace | NullTrace
-# Hashing a body of megabytes takes milliseconds: past this size it is done off the event loop.
-LARGE_BODY_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class Pipeline:
             if not self.settings.CACHE_SAMPLED and request.sampled:
                 request = replace(request, read_cache=False, write_cache=False)
             weights = await self.weights(model)
-            key = (cache_key(request, weights) if request.size < LARGE_BODY_BYTES
+            key = (cache_key(request, weights) if request.size < OFF_LOOP_BYTES
                    else await asyncio.to_thread(cache_key, request, weights))
             status: CacheStatus = "BYPASS"
             if request.read_cache:
