@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -19,15 +20,13 @@ from .routes import completions, health, models, tokenize
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, ui: bool = True,
-               textgen: TextGen | None = None) -> FastAPI:
-    """Build the API (and the UI when gradio is installed) around one TextGen."""
-    settings = textgen.settings if textgen is not None else (settings or Settings())
-    textgen = textgen or TextGen(settings)
+def lifespan(textgen: TextGen) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """The one lifespan of an app that serves `textgen` (this API, or `python -m ui`): it
+    starts the TextGen and closes it, engines and connections, when the server stops."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not app.state.api_tokens:
+    async def owning(_: Any) -> AsyncIterator[None]:
+        if not textgen.settings.api_tokens():
             log.warning("no API_TOKEN or TEXT_GEN_API_TOKEN set: the API and UI are open to "
                         "anyone who can reach this port")
         # The default model loads in the background: the UI and /health answer meanwhile,
@@ -39,7 +38,16 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
         finally:
             await textgen.close()
 
-    app = FastAPI(title="textgen lab", version="0.1.0", lifespan=lifespan)
+    return owning
+
+
+def create_app(settings: Settings | None = None, *, ui: bool = True,
+               textgen: TextGen | None = None) -> FastAPI:
+    """Build the API (and the UI when gradio is installed) around one TextGen."""
+    settings = textgen.settings if textgen is not None else (settings or Settings())
+    textgen = textgen or TextGen(settings)
+
+    app = FastAPI(title="textgen lab", version="0.1.0", lifespan=lifespan(textgen))
     app.state.textgen = textgen
     app.state.settings = settings
     app.state.api_tokens = settings.api_tokens()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
+from api.app import lifespan
 from textgen import Settings, TextGen
 
 from . import build_ui
@@ -19,16 +18,7 @@ from . import build_ui
 def create_app(settings: Settings) -> FastAPI:
     """A bare FastAPI app whose lifespan owns the TextGen, with the UI at /."""
     textgen = TextGen(settings)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await textgen.start(wait=False)
-        try:
-            yield
-        finally:
-            await textgen.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan(textgen))
     tokens = settings.api_tokens()
     auth = [("lab", token) for token in tokens] or None
     # Snippets point at the API of `textgen serve`, which this process does not serve.
