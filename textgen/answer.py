@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .request import Endpoint
+from .request import Route
 
 Form = Literal["response", "chunks"]
 # Finish reasons of a generation that ended on its own: only such answers are cached.
@@ -36,7 +36,7 @@ _OBJECT = {
 class Answer:
     """A finished answer as it is cached: its form and its data (a dict, or a list of chunks)."""
 
-    endpoint: Endpoint
+    endpoint: Route
     form: Form
     data: Any
 
@@ -79,14 +79,14 @@ def renamed(obj: dict[str, Any], answer_id: str, created: int) -> dict[str, Any]
     return {**obj, "id": answer_id, "created": created}
 
 
-def new_id(endpoint: Endpoint, request_id: str) -> str:
+def new_id(endpoint: Route, request_id: str) -> str:
     return ("chatcmpl-" if endpoint == "chat" else "cmpl-") + request_id
 
 
 # --- chunks -> response ---------------------------------------------------------------------
 
 
-def merge_chunks(endpoint: Endpoint, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_chunks(endpoint: Route, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """The response object a stream of chunks adds up to."""
     head: dict[str, Any] = {}
     choices: dict[int, dict[str, Any]] = {}
@@ -147,7 +147,7 @@ def _merge_tool_calls(calls: list[dict[str, Any]], pieces: list[dict[str, Any]])
 # --- response -> chunks ---------------------------------------------------------------------
 
 
-def split_response(endpoint: Endpoint, response: dict[str, Any]) -> list[dict[str, Any]]:
+def split_response(endpoint: Route, response: dict[str, Any]) -> list[dict[str, Any]]:
     """Stream chunks that add up to a response: one per choice, then the usage chunk."""
     head = {k: v for k, v in response.items() if k not in ("choices", "usage", "object")}
     head["object"] = _OBJECT[(endpoint, "chunks")]

@@ -18,7 +18,7 @@ from typing import Any
 
 from .answer import FINISHED, Answer, finish_reasons, is_usage_chunk, merge_chunks, split_response
 from .engines import EngineReply
-from .request import Endpoint
+from .request import Route
 
 Rename = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -30,7 +30,7 @@ class EveryReaderLeft(Exception):
 class Flight:
     """One engine generation and the requests reading it; it starts at once."""
 
-    def __init__(self, endpoint: Endpoint, run: Callable[[], Awaitable[EngineReply]],
+    def __init__(self, endpoint: Route, run: Callable[[], Awaitable[EngineReply]],
                  on_end: Callable[[Flight], Awaitable[None]]) -> None:
         self.endpoint = endpoint
         self.chunks: list[dict[str, Any]] = []

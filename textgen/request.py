@@ -13,15 +13,16 @@ from typing import Any, Literal
 
 from .errors import InvalidRequest
 
-Endpoint = Literal["completions", "chat"]
-PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# Which of vLLM's generation routes a request is for (not a server address: engines/endpoint.py).
+Route = Literal["completions", "chat"]
+PATHS: dict[Route, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 @dataclass(frozen=True, slots=True)
 class OpenAIRequest:
     """`POST /v1/completions` or `/v1/chat/completions`: the endpoint and the client's body."""
 
-    endpoint: Endpoint
+    endpoint: Route
     body: dict[str, Any]
     # Per-request cache control (Cache-Control: no-cache / no-store).
     read_cache: bool = True

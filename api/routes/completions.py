@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from textgen import Generation, OpenAIRequest, TextGen
-from textgen.request import Endpoint
+from textgen.request import Route
 
 from ..deps import AuthorizedTextGenDep
 from ..http import (
@@ -23,7 +23,7 @@ from ..request_ids import request_id
 router = APIRouter(tags=["completions"])
 
 
-async def _generate(request: Request, textgen: TextGen, endpoint: Endpoint) -> Response:
+async def _generate(request: Request, textgen: TextGen, endpoint: Route) -> Response:
     body, size = await read_json(request)
     read, write = cache_control(request.headers.get("cache-control"))
     # The id RequestIdMiddleware chose and echoes: the engine (and an upstream) get the same.
