@@ -1,7 +1,7 @@
 """The Benchmark tab's sweep against `vllm bench serve`, same lab, same settings, side by side.
 
 Starts the lab's API in this process (real engine, default model, float32, no rate limit) and,
-at each concurrency, alternately runs the Benchmark tab's own sweep (`ui.benchmark.sweep`,
+at each concurrency, alternately runs the Benchmark tab's own sweep (`ui.sweep_runner.sweep`,
 in-process through TextGen, what the browser's "Run sweep" calls) and vLLM's benchmark client
 (`vllm.benchmarks.serve`, in a process of its own, over HTTP against the same lab, random
 dataset, `--ignore-eos`, cache bypassed) with the same prompt and output lengths and the same
@@ -83,11 +83,11 @@ async def bench_client(base_url: str, folder: Path, model: str, concurrency: int
 
 async def tab_sweep(textgen, model: str, concurrency: int, count: int,
                     args: argparse.Namespace, seed: int) -> dict[str, float]:
-    from ui import benchmark
+    from ui import sweep_runner
 
     rows = []
-    sweeping = benchmark.sweep(textgen, model, [(concurrency, count)], args.input_len,
-                               args.output_len, seed=seed)
+    sweeping = sweep_runner.sweep(textgen, model, [(concurrency, count)], args.input_len,
+                                  args.output_len, seed=seed)
     async with contextlib.aclosing(sweeping):
         async for progress in sweeping:
             rows = progress.rows

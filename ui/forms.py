@@ -8,7 +8,7 @@ from typing import Any
 from textgen import OpenAIRequest
 
 from . import structured
-from .errors import user_error
+from .alerts import user_error
 
 CHAT, COMPLETION = "Chat", "Completion"
 MODES = [CHAT, COMPLETION]

@@ -7,9 +7,9 @@ import gradio as gr
 
 from textgen import TextGen
 
-from .benchmark import SweepGuard
 from .engine_panel import EngineHistory
 from .streaming import StopButtons
+from .sweep_runner import SweepGuard
 from .tabs import benchmark, compare, dashboards, history, models, playground
 
 HEADER = """\

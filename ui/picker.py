@@ -14,7 +14,7 @@ import gradio as gr
 
 from textgen import DEFAULT_MODEL, ModelInfo, TextGen, TextGenError
 
-from .errors import user_error
+from .alerts import user_error
 
 STATUS_MARK = {
     "loaded": "● loaded",

@@ -21,7 +21,7 @@ import gradio as gr
 
 from textgen import Generation, OpenAIRequest, TextGen, TextGenError
 
-from .errors import user_message
+from .alerts import user_message
 from .logprobs import Token, mark_prompt, tokens_of
 
 log = logging.getLogger(__name__)

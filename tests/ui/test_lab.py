@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from textgen import DEFAULT_MODEL, OpenAIRequest, RateLimited, Settings, TextGen
 from ui import build_ui
-from ui.benchmark import SweepGuard
-from ui.errors import user_message
+from ui.alerts import user_message
 from ui.streaming import Run, StopButtons, follow, readiness_problem
+from ui.sweep_runner import SweepGuard
 from ui.tabs.benchmark import plan_text
 
 

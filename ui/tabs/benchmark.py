@@ -10,9 +10,9 @@ import gradio as gr
 
 from textgen import TextGen, TextGenError
 
-from .. import benchmark, downloads, picker, sweep
+from .. import downloads, picker, sweep, sweep_runner
+from ..alerts import user_error, user_message
 from ..engine_panel import EngineHistory
-from ..errors import user_error, user_message
 from ..streaming import StopButtons, buttons, readiness_problem, session_of
 
 VIEW = "benchmark"
@@ -45,7 +45,7 @@ def plan_text(textgen: TextGen, model: str | None, levels: str, rounds: float) -
     return f"Sends **{total}** requests ({per_level}) — {verdict}."
 
 
-def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: benchmark.SweepGuard,
+def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_runner.SweepGuard,
           engines: EngineHistory, tab: gr.Tab) -> None:
     """Lay out the tab inside the current Blocks context and wire its events."""
     gr.Markdown(
@@ -119,7 +119,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: benchmar
             raise user_error(f"Another sweep is running ({guard.running}); wait for it to "
                              "finish: two sweeps at once would measure each other.",
                              title="Benchmark busy")
-        facts = benchmark.about(textgen, model_id)
+        facts = sweep_runner.about(textgen, model_id)
         facts.update({"prompt tokens": str(int(input_len_)), "output tokens": str(int(output_len_))})
         ran_on = " · ".join(f"**{k}** {html.escape(v)}" for k, v in facts.items())
         rows: list[dict[str, Any]] = []
@@ -130,7 +130,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: benchmar
             yield {about: f"Running on: {ran_on}", run: start, stop: stop_,
                    progress: "Preparing the prompts…",
                    csv: gr.DownloadButton(value=None, interactive=False), **drawn([])}
-            sweeping = benchmark.sweep(textgen, model_id, planned, int(input_len_), int(output_len_))
+            sweeping = sweep_runner.sweep(textgen, model_id, planned, int(input_len_), int(output_len_))
             try:
                 async for state in sweeping:
                     rows = list(state.rows)

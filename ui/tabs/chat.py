@@ -19,7 +19,7 @@ import gradio as gr
 from textgen import TextGen
 
 from .. import conversation, downloads, forms
-from ..errors import user_error
+from ..alerts import user_error
 from ..streaming import Run, StopButtons, follow, readiness_problem, session_of
 from . import replies
 from .controls import Controls

@@ -9,7 +9,7 @@ import gradio as gr
 from textgen import TextGen
 
 from .. import forms, picker
-from ..errors import user_error
+from ..alerts import user_error
 from ..streaming import (
     FIGURES_CSS,
     Run,

@@ -10,7 +10,7 @@ import pandas as pd
 from textgen import ModelInfo, TextGen, TextGenError
 
 from .. import picker
-from ..errors import user_error
+from ..alerts import user_error
 
 COLUMNS = ["model", "status", "kind", "size", "req/min", "backend", "loaded at", "GPU GB", "note"]
 WIDTHS = ["24%", "12%", "7%", "9%", "6%", "6%", "7%", "5%", "24%"]

@@ -11,7 +11,7 @@ import gradio as gr
 from textgen import TextGen
 
 from .. import conversation, forms, picker, snippets
-from ..errors import user_error
+from ..alerts import user_error
 from ..streaming import Run, StopButtons, buttons, follow, readiness_problem, session_of
 from . import chat, controls, replies
 from .chat import ChatView

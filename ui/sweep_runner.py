@@ -25,7 +25,7 @@ from typing import Any
 
 from textgen import OpenAIRequest, RateLimited, TextGen, TextGenError
 
-from .errors import user_message
+from .alerts import user_message
 from .sweep import Measured, level_row
 
 # Text whose tokens make up the random prompts: ordinary prose, so they are ordinary tokens.
