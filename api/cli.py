@@ -54,7 +54,7 @@ def serve(settings: Settings) -> None:
 
 def list_models(settings: Settings) -> None:
     textgen = TextGen(settings)
-    if textgen.backends.engines:
+    if textgen.backends.backends:
         asyncio.run(_discover(textgen))  # remote models join the list, down backends say why
     rows = [(m.id, m.status, m.size_class, "instruct" if m.instruct else "base",
              str(m.rate_limit), m.reason or "") for m in textgen.list_models()]

@@ -140,7 +140,7 @@ class RemoteBackends:
         self._load_interval = s.REMOTE_LOAD_METRICS_INTERVAL_SECONDS
         self.transport_factory = transport_factory or self._transport
         self.resolver = resolver or resolve
-        self.engines = [Backend(Endpoint.parse(url, api_key(s, url))) for url in endpoints(s)]
+        self.backends = [Backend(Endpoint.parse(url, api_key(s, url))) for url in endpoints(s)]
         self.replica_sets: dict[str, ReplicaSet] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._rediscovering: dict[RemoteServer, asyncio.Task[None]] = {}
@@ -178,12 +178,12 @@ class RemoteBackends:
         return server
 
     def servers(self) -> list[RemoteServer]:
-        return [s for backend in self.engines for s in backend.servers.values()]
+        return [s for backend in self.backends for s in backend.servers.values()]
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.engines and not self._tasks:
+        if self.backends and not self._tasks:
             self._tasks.append(asyncio.create_task(self._watch(), name="remote backend discovery"))
             if self._load_interval > 0:
                 self._tasks.append(asyncio.create_task(self._read_loads(),
@@ -196,13 +196,13 @@ class RemoteBackends:
 
     async def wait_discovered(self) -> None:
         """Wait for the first discovery round (every backend answered or failed)."""
-        if self.engines:
+        if self.backends:
             await self._discovered.wait()
 
     async def discover(self) -> None:
         """Resolve every backend's name and ask every server for its models, now."""
         try:
-            await self._resolve_all(self.engines)
+            await self._resolve_all(self.backends)
             await asyncio.gather(*(self._discover(s) for s in self.servers()))
         finally:
             self._discovered.set()
@@ -219,7 +219,7 @@ class RemoteBackends:
                     if self._dns_interval > 0:
                         next_dns = min(next_dns, loop.time() + self._dns_interval)
                 elif self._dns_interval > 0 and now >= next_dns:
-                    new = await self._resolve_all(self.engines)
+                    new = await self._resolve_all(self.backends)
                     await asyncio.gather(*(self._discover(s) for s in new))
                     next_dns = loop.time() + self._dns_interval
                 await self._probe_due()
@@ -232,7 +232,7 @@ class RemoteBackends:
         """Ask the servers whose back-off has ended (down or ejected) whether they are back."""
         now = time.monotonic()
         due = [s for s in self.servers() if s.state in ("down", "ejected") and s.retry_at <= now]
-        unresolved = [b for b in self.engines if b.resolve_error and not b.servers]
+        unresolved = [b for b in self.backends if b.resolve_error and not b.servers]
         if unresolved and now >= self._next_name_retry:
             self._next_name_retry = now + min(self._settings.REMOTE_EJECT_SECONDS, self._interval)
             due += await self._resolve_all(unresolved)
@@ -396,7 +396,7 @@ class RemoteBackends:
     def health(self) -> dict[str, Any]:
         """For /health: `degraded` while any server is down or ejected, and each backend's
         state with its replicas."""
-        backends = [b.health() for b in self.engines]
+        backends = [b.health() for b in self.backends]
         down = any(b["status"] in ("down", "degraded") for b in backends)
         return {"status": "degraded" if down else "ok", "backends": backends}
 
@@ -412,7 +412,7 @@ class _ReplicaCollector(Collector):
         family = GaugeMetricFamily("text_backend_replicas",
                                    "Servers of each remote backend, by state.",
                                    labels=["backend", "state"])
-        for backend in self._backends.engines:
+        for backend in self._backends.backends:
             states = [s.state for s in backend.servers.values()]
             for state in _STATES:
                 family.add_metric([backend.url, state], states.count(state))

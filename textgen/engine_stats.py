@@ -7,7 +7,9 @@ Both kinds of engine are read the same way, from vLLM's Prometheus metrics:
   registry of its own. vLLM registers it in prometheus_client's global registry, and each new
   engine's logger unregisters every `vllm:` metric there first, so with two models loaded the
   first one's numbers would vanish; `stat_logger(registry)` moves them out as they are made;
-- a remote vLLM server is read from its `/metrics` page.
+- a remote vLLM server is read from its `/metrics` page, by `RemoteServer.read_metrics` over the
+  server's own connection pool and parsed here (`parse_metrics`); the same reader gives
+  load-aware routing its signal (engines/load.py).
 
 The counters and histograms are cumulative, as Prometheus keeps them; `rates` turns two
 readings of one engine into the figures of the time between them.
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 # vLLM's metric family names (vllm/v1/metrics/loggers.py), read into `EngineReading` fields.
@@ -180,46 +183,56 @@ def local_readings(registry: CollectorRegistry, now: float | None = None) -> lis
 
 # --- remote servers -----------------------------------------------------------------------
 
+# The families read from a page (names without `_total`, so both the family and its samples
+# match): the start of each of their lines, `# HELP name`, `# TYPE name` and samples alike.
+_READ = (*GAUGES, *COUNTERS, *HISTOGRAMS)
 
-def _target(server: Any) -> tuple[str, dict[str, str], str]:
-    """(base URL to connect to, headers, URL to show) of a remote server.
 
-    The server is reached as the lab's requests reach it: at the address its name resolved to,
-    with its `Host` and its credentials; it is shown without credentials.
+def parse_metrics(content: bytes) -> list[Metric]:
+    """The families of a Prometheus text page that are read here (`readings`, and the routing
+    load of engines/load.py), parsed by prometheus_client; ValueError if it is not Prometheus text.
+
+    Only those families' lines reach the parser, and no histogram buckets (only sums and counts
+    are read): the parser is pure Python, and a vLLM page of 460 lines took 8 ms to parse whole
+    against 0.6 ms filtered (the hand parser routing had before: 0.16 ms), on the event loop,
+    for each server at every load reading.
     """
-    endpoint = getattr(server, "endpoint", None)
-    if endpoint is None:
-        return server.url, {}, server.url
-    headers = {"host": endpoint.host_header}
-    if endpoint.authorization:
-        headers["authorization"] = endpoint.authorization
-    return endpoint.at(getattr(server, "address", None)), headers, server.url
+    kept = []
+    for line in content.decode("utf-8", "replace").splitlines():
+        name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if name.startswith(_READ) and not _sample_name(name).endswith("_bucket"):
+            kept.append(line)
+    kept.append("")
+    return list(text_string_to_metric_families("\n".join(kept)))
 
 
-async def remote_readings(server: Any, *, client: httpx.AsyncClient | None = None) -> list[EngineReading]:
+def _sample_name(line: str) -> str:
+    return line.partition("{")[0].partition(" ")[0]
+
+
+async def remote_readings(server: Any) -> list[EngineReading]:
     """A remote vLLM server's readings from its `/metrics`; on failure, one reading per model
-    it serves that says why (so a panel shows the server as unreadable, not as idle)."""
-    base, headers, shown = _target(server)
+    it serves that says why (so a panel shows the server as unreadable, not as idle).
+
+    The page is read as the lab's requests reach the server (`RemoteServer.read_metrics`): at
+    the address its name resolved to, with its `Host`, credentials, TLS settings and proxy,
+    over its pooled connections; shown by its URL without credentials.
+    """
     now = time.time()
     try:
-        if client is None:
-            async with httpx.AsyncClient(timeout=REMOTE_TIMEOUT_SECONDS) as own:
-                response = await own.get(f"{base}/metrics", headers=headers)
-        else:
-            response = await client.get(f"{base}/metrics", headers=headers,
-                                        timeout=REMOTE_TIMEOUT_SECONDS)
-        response.raise_for_status()
-        return readings(text_string_to_metric_families(response.text), shown, now)
+        families = await server.read_metrics(REMOTE_TIMEOUT_SECONDS)
     except (httpx.HTTPError, ValueError) as exc:
         reason = f"/metrics unreadable ({type(exc).__name__})"
-        return [EngineReading(model=m, source=shown, time=now, error=reason) for m in server.models]
+        return [EngineReading(model=m, source=server.url, time=now, error=reason)
+                for m in server.models]
+    return readings(families, server.url, now)
 
 
 async def read_all(entries: Iterable[Any], servers: Iterable[Any]) -> list[EngineReading]:
     """Readings of every loaded in-process engine and every remote server that serves models.
 
     `entries` are the registry's model entries (an in-process engine carries `vllm_metrics`);
-    `servers` the remote servers (`url`, `models`, and the `endpoint` they are reached at).
+    `servers` the remote servers (`RemoteServer`s: `url`, `models`, `read_metrics`).
     """
     now = time.time()
     found: list[EngineReading] = []

@@ -80,7 +80,7 @@ def events(response: httpx.Response) -> list[str]:
 
 def in_flight(api: Lab) -> int:
     """Requests the backend's engine has open upstream (its model may be marked down)."""
-    return api.textgen.backends.engines[0].in_flight()
+    return api.textgen.backends.backends[0].in_flight()
 
 
 # --- pass-through -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Property tests of the event-stream plumbing: what the lab writes, the lab reads back.
 
 The API writes OpenAI's server-sent events (api/http.py); the remote engine reads a vLLM
-server's (textgen/engines/remote.py). For any chunks, cut into any pieces on the wire (TCP
+server's (textgen/engines/sse.py). For any chunks, cut into any pieces on the wire (TCP
 gives no event boundaries), reading what was written gives back the same chunks, then [DONE].
 """
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.http import _DONE, _sse
-from textgen.engines.remote import _sse_data
+from textgen.engines.sse import sse_data
 
 text = st.text(max_size=20)  # any character but lone surrogates (not valid UTF-8)
 values = st.recursive(
@@ -53,7 +53,7 @@ def test_written_events_read_back_whatever_the_pieces(chunks: list[dict[str, Any
         wire = wire.replace(b"\n", b"\r\n")
 
     async def read() -> list[bytes]:
-        return [data async for data in _sse_data(_Wire(cut(wire, points)))]  # type: ignore[arg-type]
+        return [data async for data in sse_data(_Wire(cut(wire, points)))]  # type: ignore[arg-type]
 
     read_back = asyncio.run(read())
     assert read_back[-1] == b"[DONE]"

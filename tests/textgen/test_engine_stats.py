@@ -4,7 +4,7 @@ server's /metrics, and the vLLM internals the in-process reading builds on."""
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from textgen import engine_stats
 from textgen.engine_stats import EngineReading
+from textgen.engines.endpoint import Endpoint
+from textgen.engines.load import server_load
+from textgen.engines.remote import RemoteServer
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -135,24 +138,48 @@ async def test_a_remote_server_is_read_at_its_address_with_its_host_and_credenti
         seen.append(request)
         return httpx.Response(200, text=METRICS)
 
-    endpoint = SimpleNamespace(host_header="vllm.internal:8000", authorization="Bearer k",
-                               at=lambda address: f"http://{address}:8000")
-    server = SimpleNamespace(endpoint=endpoint, address="10.0.0.7", url="http://10.0.0.7:8000",
-                             models=(MODEL,))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        [reading] = await engine_stats.remote_readings(server, client=client)
+    endpoint = Endpoint.parse("http://vllm.internal:8000", api_key="k")
+    server = RemoteServer(endpoint, "10.0.0.7", transport=httpx.MockTransport(answer))
+    server.models = (MODEL,)
+    [reading] = await engine_stats.remote_readings(server)
     assert str(seen[0].url) == "http://10.0.0.7:8000/metrics"
     assert seen[0].headers["host"] == "vllm.internal:8000"
     assert seen[0].headers["authorization"] == "Bearer k"
     assert reading.source == "http://10.0.0.7:8000" and reading.running == 5.0
 
 
-async def test_an_unreadable_server_says_so_for_each_of_its_models() -> None:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(404))) as client:
-        server = SimpleNamespace(url="http://gpu-box:8000", models=("a", "b"))
-        readings = await engine_stats.remote_readings(server, client=client)
+@pytest.mark.parametrize(("answer", "reason"), [
+    (lambda r: httpx.Response(404), "HTTPStatusError"),
+    (lambda r: httpx.Response(200, text="vllm:num_requests_running{ 1\n"), "ValueError"),
+])
+async def test_an_unreadable_server_says_so_for_each_of_its_models(answer: Any,
+                                                                     reason: str) -> None:
+    server = RemoteServer("http://gpu-box:8000", transport=httpx.MockTransport(answer))
+    server.models = ("a", "b")
+    readings = await engine_stats.remote_readings(server)
     assert [(r.model, r.error) for r in readings] == [
-        ("a", "/metrics unreadable (HTTPStatusError)"), ("b", "/metrics unreadable (HTTPStatusError)")]
+        ("a", f"/metrics unreadable ({reason})"), ("b", f"/metrics unreadable ({reason})")]
+
+
+def test_the_parsed_page_reads_as_the_whole_page_does() -> None:
+    """`parse_metrics` hands prometheus_client only the lines read (a speed-up): nothing the
+    readings use may be lost."""
+    whole = engine_stats.readings(text_string_to_metric_families(METRICS), "x", now=1.0)
+    assert engine_stats.readings(engine_stats.parse_metrics(METRICS.encode()), "x",
+                                 now=1.0) == whole
+
+
+def test_the_routing_load_and_the_panel_read_one_parse_of_the_page() -> None:
+    families = engine_stats.parse_metrics(METRICS.encode())
+    load = server_load(families, ours=2, read_at=1.0)
+    assert (load.running, load.waiting, load.foreign()) == (5.0, 1.0, 4)
+    # Summed over label sets, as /health has always shown it (the panel averages the engines').
+    assert load.kv_cache_usage == 0.75
+    assert (load.prefix_cache_queries, load.prefix_cache_hits) == (2880.0, 1920.0)
+    assert load.prefix_cache_hit_rate() == 0.6667
+    [reading] = [r for r in engine_stats.readings(families, "x") if r.model == MODEL]
+    assert (reading.running, reading.kv_cache_usage) == (5.0, 0.375)  # the same parse, reused
+    assert server_load(engine_stats.parse_metrics(b"# nothing of vLLM's\n")).foreign() == 0
 
 
 def test_a_restarted_engine_counts_from_zero_again() -> None:

@@ -130,8 +130,8 @@ def test_an_api_key_wins_over_the_urls_password_and_an_address_keeps_the_name() 
     assert endpoint.authorization == "Bearer sk-9"
     server = RemoteServer(endpoint, "10.0.3.7")
     assert server.url == "https://10.0.3.7:8443"  # shown: the address, no credentials
-    assert dict(server._headers)[b"host"] == b"vllm-headless:8443"
-    assert server._extensions == {"sni_hostname": "vllm-headless"}  # TLS checks the name
+    assert dict(server._client.headers)[b"host"] == b"vllm-headless:8443"
+    assert server._client.extensions == {"sni_hostname": "vllm-headless"}  # TLS checks the name
 
 
 def test_several_endpoints_from_a_json_or_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -503,7 +503,7 @@ async def test_several_backends_each_serve_their_models() -> None:
 async def test_events_split_anywhere_across_chunks_are_read_whole() -> None:
     import httpx
 
-    from textgen.engines.remote import _sse_data
+    from textgen.engines.sse import sse_data
 
     events = [b'data: {"a":1}', b'event: x\r\ndata: {"b":2}', b"data: [DONE]"]
     raw = b"".join(e + (b"\r\n\r\n" if b"\r" in e else b"\n\n") for e in events)
@@ -518,4 +518,4 @@ async def test_events_split_anywhere_across_chunks_are_read_whole() -> None:
 
     for size in range(1, len(raw) + 1):
         response = httpx.Response(200, stream=Chunks(size))
-        assert [d async for d in _sse_data(response)] == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+        assert [d async for d in sse_data(response)] == [b'{"a":1}', b'{"b":2}', b"[DONE]"]

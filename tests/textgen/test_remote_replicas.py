@@ -393,6 +393,25 @@ async def test_https_backend_verified_against_a_ca_file(tmp_path: Path,
             assert tg.model_info(MODEL).status == "loaded"
 
 
+async def test_the_engine_panel_reads_a_server_as_its_requests_reach_it(
+        tmp_path: Path, dns: dict[str, list[str]]) -> None:
+    """Over the server's own pool (the reader routing's load uses too): at its address, the
+    certificate checked against its name and our CA file."""
+    ca_file, context = server_tls(tmp_path, "vllm.test")
+    dns["vllm.test"] = ["127.0.0.1"]
+    async with FakeUpstream(ssl=context) as fake:
+        fake.running, fake.waiting = 2, 3
+        async with textgen(f"https://vllm.test:{fake.port}",
+                           REMOTE_TLS_CA_FILE=str(ca_file)) as tg:
+            [reading] = await tg.engine_stats()
+            assert (reading.source, reading.error) == (f"https://127.0.0.1:{fake.port}", None)
+            assert (reading.running, reading.waiting, reading.kv_cache_usage) == (2, 3, 0.25)
+            fake.metrics_status = 500
+            [reading] = await tg.engine_stats()
+            assert (reading.model, reading.error) == (MODEL,
+                                                      "/metrics unreadable (HTTPStatusError)")
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 async def test_backends_through_a_proxy(tls: bool, tmp_path: Path) -> None:
     context = None

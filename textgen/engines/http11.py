@@ -6,9 +6,8 @@ request on the 2-core dev machine, and its pool checks every idle connection on 
 to the gateway's CPU per request (benchmarks/RESULTS.md). This transport parses with httptools
 (the C parser uvicorn uses), keeps idle connections in a deque per origin, and wakes the reader
 from `data_received` directly. It speaks only what a vLLM server needs: HTTP/1.1 over TCP or
-TLS (one TLS context for all connections, verified unless told otherwise), optionally through
-an HTTP proxy (absolute-form requests; CONNECT for https), request bodies in memory, responses
-streamed, 1xx interim responses skipped.
+TLS, optionally through an HTTP proxy (how such connections are opened: proxy_tls.py), request
+bodies in memory, responses streamed, 1xx interim responses skipped.
 
 It never retries: a POST may start a generation upstream, and only the caller knows whether
 another server can take it. What it tells the caller, as httpx's own exceptions:
@@ -25,7 +24,6 @@ another server can take it. What it tells the caller, as httpx's own exceptions:
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import ssl
 from collections.abc import AsyncIterator
@@ -34,6 +32,8 @@ from typing import Any
 
 import httptools
 import httpx
+
+from .proxy_tls import HttpProxy, tls_context
 
 _HIGH_WATER = 1 << 20  # pause reading past 1 MB of body the consumer has not taken yet
 
@@ -262,8 +262,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._expiry = keepalive_expiry
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
-        self._proxy = httpx.URL(proxy) if proxy else None
-        self._proxy_auth = _basic_auth(self._proxy) if self._proxy is not None else None
+        self._proxy = HttpProxy(proxy) if proxy else None
         self._slot_freed: asyncio.Event | None = None
         self._closed = False
 
@@ -281,9 +280,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             extra: list[bytes] = []
             if self._proxy is not None and url.scheme == "http":
                 # Through a proxy, a plain-HTTP request names its whole URL (absolute form).
-                target = url.raw_scheme + b"://" + url.netloc + url.raw_path
-                if self._proxy_auth:
-                    extra.append(b"proxy-authorization: " + self._proxy_auth + b"\r\n")
+                target, extra = self._proxy.absolute_form(url)
             head = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n", *extra]
             sized = False
             for name, value in request.headers.raw:
@@ -345,19 +342,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return None
 
     def _tls(self) -> ssl.SSLContext:
-        """One TLS context for every connection (building one reads the CA store)."""
+        """One TLS context for every connection, built when the first needs it."""
         if self._ssl is None:
-            verify = self._verify
-            if isinstance(verify, ssl.SSLContext):
-                self._ssl = verify
-            elif verify is True:
-                self._ssl = ssl.create_default_context()
-            elif verify is False:
-                self._ssl = ssl.create_default_context()
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
-            else:
-                self._ssl = ssl.create_default_context(cafile=str(verify))
+            self._ssl = tls_context(self._verify)
         return self._ssl
 
     async def _connect(self, origin: Origin, limit: float | None,
@@ -376,41 +363,13 @@ class Http11Transport(httpx.AsyncBaseTransport):
                         server_hostname=server_hostname,
                     )
                     return conn
-                where = f"the proxy {self._proxy.host}:{self._proxy.port}"
-                return await self._connect_via_proxy(origin, context, server_hostname)
+                where = self._proxy.where
+                return await self._proxy.open(lambda: _Connection(origin), raw_host, port,
+                                              context, server_hostname)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"No connection to {where} in {limit} s.") from None
         except OSError as exc:  # ssl.SSLError (a certificate refused) is one too
             raise httpx.ConnectError(f"Cannot connect to {where}: {exc}") from exc
-
-    async def _connect_via_proxy(self, origin: Origin, context: ssl.SSLContext | None,
-                                 server_hostname: str | None) -> _Connection:
-        assert self._proxy is not None
-        loop = asyncio.get_running_loop()
-        proxy_port = self._proxy.port or 80
-        if context is None:  # plain HTTP: requests go to the proxy in absolute form
-            _, conn = await loop.create_connection(
-                lambda: _Connection(origin), self._proxy.host, proxy_port)
-            return conn
-        # https: a CONNECT tunnel through the proxy, then TLS with the server inside it.
-        transport, tunnel = await loop.create_connection(_Tunnel, self._proxy.host, proxy_port)
-        try:
-            _, host, port = origin
-            target = host + b":%d" % port
-            auth = b"proxy-authorization: " + self._proxy_auth + b"\r\n" if self._proxy_auth else b""
-            transport.write(b"CONNECT " + target + b" HTTP/1.1\r\nhost: " + target + b"\r\n"
-                            + auth + b"\r\n")
-            status = await tunnel.answered
-            if status != 200:
-                raise ConnectionRefusedError(f"the proxy answered CONNECT with HTTP {status}")
-            conn = _Connection(origin)
-            tls = await loop.start_tls(transport, conn, context, server_hostname=server_hostname)
-        except BaseException:
-            transport.close()
-            raise
-        assert tls is not None
-        conn.connection_made(tls)
-        return conn
 
     def _release(self, conn: _Connection) -> None:
         self._free_slot()
@@ -434,28 +393,3 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._closed = True
         for origin in list(self._idle):
             self._drop_idle(origin)
-
-
-class _Tunnel(asyncio.Protocol):
-    """Reads a proxy's answer to CONNECT; the connection then carries TLS to the server."""
-
-    def __init__(self) -> None:
-        self.answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._head = b""
-
-    def data_received(self, data: bytes) -> None:
-        self._head += data
-        if b"\r\n\r\n" in self._head and not self.answered.done():
-            status_line = self._head.split(b"\r\n", 1)[0].split()
-            ok = len(status_line) >= 2 and status_line[1].isdigit()
-            self.answered.set_result(int(status_line[1]) if ok else 0)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.answered.done():
-            self.answered.set_exception(ConnectionResetError("the proxy closed the connection"))
-
-
-def _basic_auth(url: httpx.URL) -> bytes | None:
-    if not url.username:
-        return None
-    return b"Basic " + base64.b64encode(f"{url.username}:{url.password}".encode())

@@ -4,19 +4,19 @@ The lab counts its own requests in flight on each server; other API replicas in 
 same servers send theirs too. vLLM's gauges (`vllm:num_requests_running`, `..._waiting`,
 `vllm:kv_cache_usage_perc`) see everyone's, so what they show beyond our own share at the time
 of reading is the others' load, added to ours when choosing a replica.
+
+The page is read and parsed by the same reader as the engine panel's (`RemoteServer.read_metrics`,
+`engine_stats.parse_metrics`); this module only sums what routing and /health need of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-_NAMES = {
-    b"vllm:num_requests_waiting": "waiting",
-    b"vllm:num_requests_running": "running",
-    b"vllm:kv_cache_usage_perc": "kv_cache_usage",
-    b"vllm:prefix_cache_hits_total": "prefix_hits",
-    b"vllm:prefix_cache_queries_total": "prefix_queries",
-}
+from prometheus_client.metrics_core import Metric
+
+from ..engine_stats import COUNTERS, GAUGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,8 @@ class ServerLoad:
     waiting: float | None = None
     running: float | None = None
     kv_cache_usage: float | None = None
-    prefix_hits: float | None = None
-    prefix_queries: float | None = None
+    prefix_cache_hits: float | None = None
+    prefix_cache_queries: float | None = None
     ours: int = 0  # our own requests in flight on it when it was read
     read_at: float = 0.0
 
@@ -38,26 +38,26 @@ class ServerLoad:
         return max(0, round((self.running or 0) + (self.waiting or 0)) - self.ours)
 
     def prefix_cache_hit_rate(self) -> float | None:
-        if not self.prefix_queries or self.prefix_hits is None:
+        if not self.prefix_cache_queries or self.prefix_cache_hits is None:
             return None
-        return round(self.prefix_hits / self.prefix_queries, 4)
+        return round(self.prefix_cache_hits / self.prefix_cache_queries, 4)
 
 
-def parse_load(text: bytes, *, ours: int = 0, read_at: float = 0.0) -> ServerLoad:
-    """The load gauges of a Prometheus text exposition, summed over their label sets."""
+# vLLM's family names for the fields above, from the panel's table (one list of names to keep
+# in step with vLLM).
+_FIELDS = {name: field for name, field in {**GAUGES, **COUNTERS}.items()
+           if field in ServerLoad.__dataclass_fields__}
+
+
+def server_load(families: Iterable[Metric], *, ours: int = 0, read_at: float = 0.0) -> ServerLoad:
+    """The load gauges and prefix-cache counters of a parsed page, summed over their label sets
+    (models and data-parallel engines)."""
     values: dict[str, float] = {}
-    for line in text.split(b"\n"):
-        if not line.startswith(b"vllm:"):
-            continue
-        name_end = line.find(b"{")
-        if name_end < 0:
-            name_end = line.find(b" ")
-        field = _NAMES.get(line[:name_end])
+    for family in families:
+        field = _FIELDS.get(family.name.removesuffix("_total"))
         if field is None:
             continue
-        try:
-            value = float(line.rsplit(b" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        values[field] = values.get(field, 0.0) + value
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                values[field] = values.get(field, 0.0) + sample.value
     return ServerLoad(**values, ours=ours, read_at=read_at)

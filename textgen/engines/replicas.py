@@ -21,7 +21,9 @@ from ..errors import BackendDown, TextGenError
 from ..request import OpenAIRequest
 from ..routing import Router
 from .base import EngineReply
-from .remote import RemoteServer, ReplicaInfo, RequestNotSent
+from .health import ReplicaInfo
+from .remote import RemoteServer
+from .remote_errors import RequestNotSent
 
 __all__ = ["ReplicaInfo", "ReplicaSet"]
 
