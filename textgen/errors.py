@@ -18,6 +18,10 @@
      │    └── BackendTimeout     a remote backend did not answer in time (504)
      ├── GenerationFailed        the engine failed while generating (500)
      └── ModelLoadFailed         a model's engine could not start: its folder or flags (500)
+
+    InvalidTransition            a model's status asked to make a move its table forbids: a bug
+                                 in the lab, not a request's fault, so it is no TextGenError (no
+                                 error code of its own; the API answers it as any bug, 500)
 """
 
 from __future__ import annotations
@@ -128,6 +132,17 @@ class ModelLoadFailed(TextGenError):
     the lab's configuration, not the request, so retrying does not help."""
 
     code = "model_load_failed"
+
+
+class InvalidTransition(RuntimeError):
+    """A model entry was asked to move between two states that its table of moves does not
+    allow (textgen/models/states.py); the entry is left as it was."""
+
+    def __init__(self, model_id: str, current: str, wanted: str) -> None:
+        super().__init__(f"The model '{model_id}' cannot move from {current} to {wanted}.")
+        self.model_id = model_id
+        self.current = current
+        self.wanted = wanted
 
 
 def error_codes() -> list[str]:

@@ -22,7 +22,6 @@ from .answer import Answer, new_id, now, renamed
 from .cache import CacheUnavailable, ResponseCache, cache_key
 from .engines import Engine
 from .errors import (
-    EngineOverloaded,
     GenerationFailed,
     ModelNotReady,
     RateLimited,
@@ -33,7 +32,7 @@ from .flight import Flight, Reader
 from .generation import CacheStatus, Generation, Timing, replay
 from .jsoncodec import OFF_LOOP_BYTES
 from .metrics import Metrics
-from .models import ModelEntry, ModelRegistry
+from .models import Admission, EngineLifecycle, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
 from .request import OpenAIRequest
 from .settings import Settings
@@ -58,10 +57,12 @@ class RequestRecord:
 class Pipeline:
     """Runs generation requests through the lab's stages; `TextGen.open` is its door."""
 
-    def __init__(self, settings: Settings, models: ModelRegistry, cache: ResponseCache,
-                 limiter: RateLimiter, metrics: Metrics, tracing: Tracing) -> None:
+    def __init__(self, settings: Settings, models: ModelRegistry, lifecycle: EngineLifecycle,
+                 cache: ResponseCache, limiter: RateLimiter, metrics: Metrics,
+                 tracing: Tracing) -> None:
         self.settings = settings
         self.models = models
+        self.lifecycle = lifecycle
         self.cache = cache
         self.limiter = limiter
         self.metrics = metrics
@@ -100,22 +101,18 @@ class Pipeline:
                 if flight is not None and not flight.done:
                     return await self._follow(request, flight, timing, span)
             engine = await self.engine(model)
-            entry = self.models.entry(model)
-            if entry.active >= self.settings.MAX_CONCURRENT_REQUESTS:
-                raise EngineOverloaded(
-                    f"The engine for '{model}' is at capacity "
-                    f"({self.settings.MAX_CONCURRENT_REQUESTS} requests); retry shortly."
-                )
+            admission = self.models.entry(model).admission
             # Admission checks come before the limiter, so a client that honours a 503's
             # Retry-After does not spend its own quota; the slot is held meanwhile.
-            entry.admit()
+            admission.admit(self.settings.MAX_CONCURRENT_REQUESTS)
             try:
                 with span.child("rate_limit"):
                     rate = await self._admit(model)
             except BaseException:
-                entry.release()
+                admission.release()
                 raise
-            return await self._generate(request, engine, entry, status, rate, timing, key, span)
+            return await self._generate(request, engine, admission, status, rate, timing, key,
+                                        span)
         except TextGenError as exc:
             self.metrics.errors.labels(label, exc.code).inc()
             self._record(model, "BYPASS", exc.code, timing, None)
@@ -124,7 +121,7 @@ class Pipeline:
 
     # --- the three ways to an answer --------------------------------------------------------
 
-    async def _generate(self, request: OpenAIRequest, engine: Engine, entry: ModelEntry,
+    async def _generate(self, request: OpenAIRequest, engine: Engine, admission: Admission,
                         status: CacheStatus, rate: RateDecision, timing: Timing, key: str,
                         span: Trace) -> Generation:
         """A new generation (a Flight), read by this request first."""
@@ -134,7 +131,7 @@ class Pipeline:
         self.metrics.in_flight.labels(model).inc()
 
         async def ended(flight: Flight) -> None:
-            entry.release()
+            admission.release()
             self.metrics.in_flight.labels(model).dec()
             await self._flight_ended(request, flight, key)
 
@@ -251,7 +248,7 @@ class Pipeline:
         try:
             if flight.error is not None:
                 if isinstance(flight.error, GenerationFailed):
-                    self.models.check_engines()  # a dead engine shows at once
+                    self.lifecycle.check_engines()  # a dead engine shows at once
                 return
             seconds = (flight.finished or time.monotonic()) - flight.started
             self.metrics.generation_seconds.labels(model).observe(seconds)

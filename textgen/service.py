@@ -1,8 +1,8 @@
 """`TextGen`: the one facade the API, the UI and notebooks call.
 
-It owns what lives as long as the lab: engines (the model registry, remote backends), Redis,
-the cache and the limiter, metrics, traces, telemetry. A request's path through them is
-`textgen.pipeline`.
+It owns what lives as long as the lab: engines (the model registry, the in-process engines'
+lifecycle, remote backends), Redis, the cache and the limiter, metrics, traces, telemetry. A
+request's path through them is `textgen.pipeline`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, TextGenError
 from .generation import Generation
 from .metrics import Metrics
-from .models import ModelInfo, ModelRegistry
+from .models import EngineLifecycle, ModelInfo, ModelRegistry, ModelState
 from .pipeline import Pipeline, RequestRecord, record_dict
 from .ratelimit import RateLimiter
 from .request import OpenAIRequest
@@ -42,6 +42,9 @@ from .telemetry import TelemetrySampler
 from .tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+# The models /health lists: loaded, on their way in or out, or failed.
+_SHOWN_IN_HEALTH = (ModelState.LOADED, ModelState.LOADING, ModelState.UNLOADING, ModelState.ERROR)
 
 
 class TextGen:
@@ -63,17 +66,20 @@ class TextGen:
         self.models = ModelRegistry(
             cache_dir=s.MODEL_CACHE_DIR,
             local_paths=dict(s.MODEL_PATHS),
+            rate_limits=dict(s.RATE_LIMITS),
+            on_servable=self.metrics.prime,
+        )
+        self.lifecycle = EngineLifecycle(
+            self.models,
             start_engine=engine_starter or self._start_vllm,
             # A fake engine starter (tests) comes with its own check, or none.
             check_engine=engine_check if engine_starter else self._check_vllm,
             max_loaded=s.MAX_LOADED_MODELS,
             drain_seconds=s.UNLOAD_DRAIN_SECONDS,
-            rate_limits=dict(s.RATE_LIMITS),
             gpu_memory_used_gb=self.telemetry.gpu.memory_used_gb,
-            on_servable=self.metrics.prime,
         )
-        self.pipeline = Pipeline(s, self.models, self.cache, self.limiter, self.metrics,
-                                 self.tracing)
+        self.pipeline = Pipeline(s, self.models, self.lifecycle, self.cache, self.limiter,
+                                 self.metrics, self.tracing)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
@@ -99,7 +105,7 @@ class TextGen:
         self._background.add(watch)
         watch.add_done_callback(self._background.discard)
         if s.MODEL:
-            load = asyncio.create_task(self.models.load(s.MODEL), name="load default model")
+            load = asyncio.create_task(self.lifecycle.load(s.MODEL), name="load default model")
             self._background.add(load)
             load.add_done_callback(self._background.discard)
             # A failed load is logged and shown as the model's status `error`; retrieving the
@@ -158,7 +164,7 @@ class TextGen:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.backends.close()
-        await self.models.close()
+        await self.lifecycle.close()
         await self.telemetry.stop()
         if self.redis is not None:
             await self.redis.aclose()
@@ -198,11 +204,11 @@ class TextGen:
         return self.models.info(model_id)
 
     async def load(self, model_id: str) -> ModelInfo:
-        await self.models.load(model_id)
+        await self.lifecycle.load(model_id)
         return self.model_info(model_id)
 
     async def unload(self, model_id: str) -> ModelInfo:
-        await self.models.unload(model_id)
+        await self.lifecycle.unload(model_id)
         return self.model_info(model_id)
 
     def rate_limit(self, model_id: str) -> int:
@@ -253,15 +259,15 @@ class TextGen:
     def health(self) -> dict[str, Any]:
         """Component states for /health: the cache and limiter degrade, they never fail it; an
         in-process engine that died is an `error` (the process needs a restart or a reload)."""
-        self.models.check_engines()
+        self.lifecycle.check_engines()
         died = [e.spec.id for e in self.models.entries.values() if e.died]
         return {
             "cache": {"backend": self.cache.kind, "status": self.cache.health()},
             "rate_limiter": {"backend": self.limiter.backend, "status": self.limiter.health()},
-            "models": {e.spec.id: e.status for e in self.models.entries.values()
-                       if e.status in ("loaded", "loading", "unloading", "error")},
+            "models": {e.spec.id: e.status.value for e in self.models.entries.values()
+                       if e.status in _SHOWN_IN_HEALTH},
             **({"engines": {"status": "error", "died": died}} if died else {}),
-            **({"remote_backends": self.backends.health()} if self.backends.engines else {}),
+            **({"remote_backends": self.backends.health()} if self.backends.backends else {}),
         }
 
     def readiness(self) -> list[str]:
@@ -271,13 +277,13 @@ class TextGen:
             reasons.append("the lab is stopping")
         model = self.settings.MODEL
         if model:
-            self.models.check_engines()
+            self.lifecycle.check_engines()
             entry = self.models.entries.get(model)
-            if entry is None or entry.status != "loaded":
-                state = entry.status if entry is not None else "unknown"
+            if entry is None or entry.status is not ModelState.LOADED:
+                state = entry.status.value if entry is not None else "unknown"
                 why = f" ({entry.reason})" if entry is not None and entry.reason else ""
                 reasons.append(f"the default model {model} is {state}{why}")
-        if self.backends.engines and not self.backends.discovered:
+        if self.backends.backends and not self.backends.discovered:
             reasons.append("the remote backends have not answered yet")
         return reasons
 

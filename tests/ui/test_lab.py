@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from textgen import DEFAULT_MODEL, OpenAIRequest, RateLimited, Settings, TextGen
+from textgen.models import ModelState
 from ui import build_ui
 from ui.alerts import user_message
 from ui.streaming import Run, StopButtons, follow, readiness_problem
@@ -98,7 +99,9 @@ async def test_stop_before_any_output_ends_the_run_as_stopped() -> None:
     entry = textgen.models.entry(DEFAULT_MODEL)
     # A load that never finishes keeps the request waiting in the core (LOAD_WAIT_SECONDS):
     # the registry's own "loading" state, held open because a real load cannot be paused.
-    entry.status, entry.loading = "loading", asyncio.get_running_loop().create_future()
+    load = asyncio.get_running_loop().create_future()
+    entry.move_to(ModelState.LOADING)
+    entry.track_load(load)
     run = Run(textgen, OpenAIRequest.completion(model=DEFAULT_MODEL, prompt="hi", stream=True))
     stops = StopButtons()
     with stops.armed("page", "playground") as stop:
@@ -108,7 +111,7 @@ async def test_stop_before_any_output_ends_the_run_as_stopped() -> None:
             if len(states) == 3:
                 assert stops.press("page", "playground")
     assert run.state == "stopped" and states[0] == "waiting"
-    entry.loading.cancel()
+    load.cancel()
 
 
 def test_python_m_ui_builds_a_standalone_app() -> None:
