@@ -6,7 +6,6 @@ import logging
 import math
 import re
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textgen import errors as e
+from textgen import jsoncodec
 
 from .request_ids import request_id
 
@@ -53,7 +53,7 @@ def status_of(exc: e.TextGenError) -> tuple[int, str]:
 
 
 def envelope(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    return jsoncodec.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 def error_body(exc: e.TextGenError) -> bytes:
@@ -91,9 +91,8 @@ def validation_message(exc: ValidationError | RequestValidationError) -> tuple[s
     first = exc.errors()[0]
     loc = [str(p) for p in first.get("loc", ())
            if p not in ("body", "query", "path") and not _UNION_TAG.match(str(p))]
-    param = ".".join(loc) or None
-    msg = first.get("msg", "Invalid request.")
-    return (f"Invalid value for '{param}': {msg}" if param else msg), param
+    problem = e.invalid_value(first, ".".join(loc) or None)
+    return problem.message, problem.param
 
 
 def install(app: FastAPI) -> None:

@@ -26,6 +26,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class TextGenError(Exception):
     """Base of every error the core raises on purpose."""
@@ -40,6 +43,16 @@ class TextGenError(Exception):
 
 class InvalidRequest(TextGenError):
     code = "invalid_request"
+
+
+def invalid_value(problem: Mapping[str, Any], param: str | None) -> InvalidRequest:
+    """One pydantic validation problem (an item of `ValidationError.errors()`) as the lab says
+    it, for vLLM's request schemas and the lab's own routes alike. Each caller names `param`
+    its own way: the engine path as vLLM does (its answer is the oracle), the API from the
+    location FastAPI reports."""
+    message = problem.get("msg", "Invalid request.")
+    return InvalidRequest(f"Invalid value for '{param}': {message}" if param else message,
+                          param=param)
 
 
 class ContextLengthExceeded(InvalidRequest):

@@ -17,6 +17,7 @@ from ..errors import (
     ModelNotFound,
     RequestRejected,
     TextGenError,
+    invalid_value,
 )
 
 # vLLM names the parameter of an over-long prompt `input_tokens` (or `input_text`, when it
@@ -68,7 +69,4 @@ def validation_error(exc: Any) -> InvalidRequest:
 
     param = clean_loc_for_param(tuple(first.get("loc", ()))) or None
     ctx_error = (first.get("ctx") or {}).get("error")
-    param = getattr(ctx_error, "parameter", None) or param
-    message = first.get("msg", "Invalid request.")
-    return InvalidRequest(f"Invalid value for '{param}': {message}" if param else message,
-                          param=param)
+    return invalid_value(first, getattr(ctx_error, "parameter", None) or param)
