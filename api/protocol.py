@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelCard(BaseModel):
@@ -24,7 +24,10 @@ class ModelList(BaseModel):
 
 
 class ReplicaStatus(BaseModel):
-    """One replica of a remote model: a vLLM server at one address, its state and load."""
+    """One replica of a remote model: a vLLM server at one address, its state and load
+    (read from the core's `ReplicaInfo` as it is)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     url: str
     status: str  # up, ejected (failed a request, probe pending), down, unknown
@@ -38,9 +41,12 @@ class ReplicaStatus(BaseModel):
 
 class ModelStatus(BaseModel):
     """The seed's body for GET /v1/models/{model_id}, plus OpenAI's model card fields (so
-    `client.models.retrieve` works) and what the lab knows of the model."""
+    `client.models.retrieve` works) and what the lab knows of the model, read from the core's
+    `ModelInfo` as it is (`ModelStatus.model_validate(info)`)."""
 
-    model: str
+    model_config = ConfigDict(from_attributes=True)
+
+    model: str = Field(validation_alias="id")
     status: str
     gpu_memory_usage: float | None
     loaded_at: float | None
@@ -51,7 +57,7 @@ class ModelStatus(BaseModel):
     reason: str | None = None
     instruct: bool
     size_class: str
-    rate_limit_per_minute: int
+    rate_limit_per_minute: int = Field(validation_alias="rate_limit")
     backend: str
     routing: str | None = None
     replicas: list[ReplicaStatus] = []

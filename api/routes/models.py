@@ -7,19 +7,13 @@ from fastapi import APIRouter
 from textgen import ModelInfo
 
 from ..deps import Authorized, TextGenDep
-from ..protocol import ModelCard, ModelList, ModelStatus, ReplicaStatus
+from ..protocol import ModelCard, ModelList, ModelStatus
 
 router = APIRouter(dependencies=[Authorized], tags=["models"])
 
 
 def _status(info: ModelInfo) -> ModelStatus:
-    return ModelStatus(
-        model=info.id, id=info.id, created=info.created, owned_by=info.owned_by, status=info.status, gpu_memory_usage=info.gpu_memory_usage,
-        loaded_at=info.loaded_at, reason=info.reason, instruct=info.instruct,
-        size_class=info.size_class, rate_limit_per_minute=info.rate_limit, backend=info.backend,
-        routing=info.routing,
-        replicas=[ReplicaStatus.model_validate(r, from_attributes=True) for r in info.replicas],
-    )
+    return ModelStatus.model_validate(info)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List the models")
