@@ -88,7 +88,7 @@ class Pipeline:
             self.models.check_servable(model)
             if not self.settings.CACHE_SAMPLED and request.sampled:
                 request = replace(request, read_cache=False, write_cache=False)
-            weights = await self.weights(model)
+            weights = await self.cache_identity(model)
             key = (cache_key(request, weights) if request.size < OFF_LOOP_BYTES
                    else await asyncio.to_thread(cache_key, request, weights))
             status: CacheStatus = "BYPASS"
@@ -190,7 +190,7 @@ class Pipeline:
 
     # --- stages -------------------------------------------------------------------------------
 
-    async def weights(self, model: str) -> str:
+    async def cache_identity(self, model: str) -> str:
         """What identifies the weights behind a model, for its cache key.
 
         Known while an engine serves it (even a remote one that is down, so its cached answers
@@ -199,10 +199,10 @@ class Pipeline:
         """
         entry = self.models.entry(model)
         if entry.engine is not None:
-            return entry.engine.weights(model)
-        if entry.weights is not None:
-            return entry.weights
-        return (await self.engine(model)).weights(model)
+            return entry.engine.cache_identity(model)
+        if entry.cache_identity is not None:
+            return entry.cache_identity
+        return (await self.engine(model)).cache_identity(model)
 
     async def engine(self, model: str) -> Engine:
         """The engine serving a model, waiting (bounded) for a load in progress."""

@@ -37,7 +37,7 @@ class FakeFailingEngine:
         self.running = 0
         self.gate_full = asyncio.Event()  # set once two requests are held at the gate
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         return "fake-weights"
 
     async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:

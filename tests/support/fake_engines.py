@@ -40,7 +40,7 @@ class FakeEngine:
         self._interrupted = asyncio.Event()
         self.me = self  # a reference cycle, as vLLM's engine objects have: only the GC frees it
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         return self._weights
 
     async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:

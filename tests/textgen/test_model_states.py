@@ -21,7 +21,7 @@ SPEC = ModelSpec("local/a", 7.0, instruct=True, owned_by="local")
 class _Engine:
     kind = "remote"
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         return "w"
 
 
@@ -50,13 +50,13 @@ def test_an_engine_comes_and_goes_through_moves() -> None:
                        on_move=lambda e, was: seen.append((was, e.status)))
     engine = _Engine()
     entry.attach(engine)  # type: ignore[arg-type]
-    assert (entry.status, entry.engine, entry.weights) == (ModelState.LOADED, engine, "w")
+    assert (entry.status, entry.engine, entry.cache_identity) == (ModelState.LOADED, engine, "w")
     with pytest.raises(InvalidTransition):
         entry.drop_engine(ModelState.LOADING)  # an engine's end is never a load
     assert entry.engine is engine and entry.status is ModelState.LOADED
     entry.drop_engine(ModelState.UNAVAILABLE, "gone")
     assert (entry.status, entry.engine, entry.loaded_at) == (ModelState.UNAVAILABLE, None, None)
-    assert entry.weights == "w"  # kept: cached answers of those weights stay valid
+    assert entry.cache_identity == "w"  # kept: cached answers of those weights stay valid
     assert seen == [(ModelState.UNAVAILABLE, ModelState.LOADED),
                     (ModelState.LOADED, ModelState.UNAVAILABLE)]
 

@@ -43,7 +43,7 @@ class Engine(Protocol):
         """End every request in flight with `error` (an unload, the lab stopping)."""
         ...
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         """What identifies the weights (and settings) behind a model, for the cache key."""
         ...
 

@@ -250,7 +250,7 @@ class RemoteServer:
         for chunks in list(self._streams):
             await chunks.interrupt(error)
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         """The server and what it says of the model: its folder (`root`) and context length."""
         return f"{self.endpoint.shown}|{self.model_roots.get(model, '')}"
 

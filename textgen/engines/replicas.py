@@ -85,7 +85,7 @@ class ReplicaSet:
         for server in list(self.replicas):
             await server.interrupt(error)
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         """The configured endpoints that serve the model and what their servers say of it:
         stable while replicas of one Deployment come and go (the cache key stays)."""
         endpoints = sorted({r.endpoint.shown for r in self.replicas})

@@ -232,7 +232,7 @@ class VllmEngine:
         engine.vllm_metrics = vllm_metrics
         return engine
 
-    def weights(self, model: str) -> str:
+    def cache_identity(self, model: str) -> str:
         return self._identity
 
     @property

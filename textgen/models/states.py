@@ -127,7 +127,7 @@ class ModelEntry:
         return self._gpu_memory_gb
 
     @property
-    def weights(self) -> str | None:
+    def cache_identity(self) -> str | None:
         """What identifies the weights behind the model (cache key); kept after an unload, so
         its cached answers keep flowing."""
         return self._weights
@@ -172,7 +172,7 @@ class ModelEntry:
     def serve(self, engine: Engine, *, gpu_memory_gb: float | None = None) -> None:
         """An in-process engine started for the model: `loaded`."""
         self._check(ModelState.LOADED)
-        self._engine, self._weights, self._died = engine, engine.weights(self.spec.id), False
+        self._engine, self._weights, self._died = engine, engine.cache_identity(self.spec.id), False
         self._loaded_at, self._gpu_memory_gb = time.time(), gpu_memory_gb
         self.admission.touch()
         self.move_to(ModelState.LOADED)
@@ -180,7 +180,7 @@ class ModelEntry:
     def attach(self, engine: Engine) -> None:
         """A remote backend serves the model (again): `loaded`."""
         self._check(ModelState.LOADED)
-        self._engine, self._weights = engine, engine.weights(self.spec.id)
+        self._engine, self._weights = engine, engine.cache_identity(self.spec.id)
         self._loaded_at = self._loaded_at or time.time()
         self.move_to(ModelState.LOADED)
 
