@@ -137,18 +137,13 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         # The message box is emptied once, as the message moves into the conversation: what
         # the user types meanwhile (the next message) stays.
         taken: dict[Any, Any] = {view.message: ""} if took_message else {}
-        # The buttons go out when the running state changes, not with every token: five
-        # component updates per frame were most of a streamed update's cost on the server.
-        shown: bool | None = None
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([run], stop_event):
                 choice = run.choices[0]
                 partial = conversation.assistant_turn(choice.text, choice.tool_calls)
-                running = not run.finished
                 yield {view.chatbot: conversation.display(turns, partial), **taken,
-                       **replies.live(views, run),
-                       **(buttons(running) if running != shown else {})}
-                taken, shown = {}, running
+                       **replies.live(views, run), **buttons(running=not run.finished)}
+                taken = {}
         choice = run.choices[0]
         if run.state == "error" and not choice.text and not choice.tool_calls:
             # Nothing came back: the conversation stays as it was, the message in its box.

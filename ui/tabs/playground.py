@@ -148,14 +148,11 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, runs: gr.State,
         if problem:
             raise user_error(problem, title="Model not ready")
         current = Run(textgen, request_)
-        shown: bool | None = None  # the buttons go out when the running state changes
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                running = not current.finished
-                start, stop_ = buttons(running)
-                changed = {generate: start, stop: stop_} if running != shown else {}
-                shown = running
-                yield {output: current.output(), **changed, **replies.live(views, current)}
+                start, stop_ = buttons(running=not current.finished)
+                yield {output: current.output(), generate: start, stop: stop_,
+                       **replies.live(views, current)}
         start, stop_ = buttons(running=False)
         yield {output: current.output(), generate: start, stop: stop_,
                runs: replies.noted(data[runs], current, forms.COMPLETION, current.output()),
