@@ -16,6 +16,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # A LoRA adapter: its base model and its folder, as vLLM's server lists them.
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(BaseModel):
@@ -61,6 +64,8 @@ class ModelStatus(BaseModel):
     backend: str
     routing: str | None = None
     replicas: list[ReplicaStatus] = []
+    parent: str | None = None
+    root: str | None = None
 
 
 class Readiness(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from . import engine_stats
+from .adapters import Adapters
 from .backends import RemoteBackends
 from .cache import (
     CacheUnavailable,
@@ -67,8 +68,11 @@ class TextGen:
             cache_dir=s.MODEL_CACHE_DIR,
             local_paths=dict(s.MODEL_PATHS),
             rate_limits=dict(s.RATE_LIMITS),
-            on_servable=self.metrics.prime,
+            on_servable=self._servable,
+            on_left=lambda model_id: self.adapters.base_left(model_id),
         )
+        self.adapters = Adapters(self.models, max_rank=s.MAX_LORA_RANK,
+                                 modules=dict(s.LORA_MODULES))
         self.lifecycle = EngineLifecycle(
             self.models,
             start_engine=engine_starter or self._start_vllm,
@@ -192,10 +196,31 @@ class TextGen:
             enforce_eager=s.ENFORCE_EAGER,
             cpu_kvcache_gb=s.VLLM_CPU_KVCACHE_SPACE,
             niceness=s.ENGINE_NICENESS,
+            max_lora_rank=s.MAX_LORA_RANK if s.ENABLE_LORA else None,
+            max_loras=s.MAX_LORAS,
             serve_args=self.models.serve_args(model_id, s.VLLM_SERVE_ARGS),
         )
 
     # --- models ---------------------------------------------------------------------------
+
+    def _servable(self, model_id: str) -> None:
+        self.metrics.prime(model_id)
+        engine = self.models.entry(model_id).engine
+        if self.settings.LORA_MODULES and getattr(engine, "kind", None) == "vllm":
+            self._in_background(self.adapters.base_loaded(model_id), f"adapters of {model_id}")
+
+    def _in_background(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def load_adapter(self, name: str, path: Path, base: str | None = None) -> ModelInfo:
+        """Load a LoRA adapter as the model `name` on its base's engine (textgen.adapters)."""
+        await self.adapters.load(name, path, base)
+        return self.model_info(name)
+
+    async def unload_adapter(self, name: str) -> None:
+        await self.adapters.unload(name)
 
     def list_models(self) -> list[ModelInfo]:
         return [self.model_info(model_id) for model_id in self.models.entries]

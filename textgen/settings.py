@@ -174,6 +174,20 @@ class Settings(BaseSettings):
                     "box shared with a browser, 19 keeps the lab's pages and API responsive while "
                     "the engine takes the cores that are left.",
     )
+    ENABLE_LORA: bool = Field(
+        False,
+        description="Start in-process engines with LoRA enabled (vLLM's --enable-lora), so "
+                    "adapters can be loaded next to the model at run time.",
+    )
+    MAX_LORA_RANK: int = Field(16, ge=1, description="vLLM's --max-lora-rank: the largest "
+                               "adapter rank an engine accepts.")
+    MAX_LORAS: int = Field(4, ge=1, description="vLLM's --max-loras: adapters one engine "
+                           "batch may mix.")
+    LORA_MODULES: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Adapters loaded when their base model loads: vLLM's `name=path` form "
+                    "(several separated by spaces or commas) or a JSON object name -> path.",
+    )
     MAX_LOADED_MODELS: int = Field(
         1, description="In-process models kept loaded; loading one more unloads the LRU."
     )
@@ -240,6 +254,19 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("LORA_MODULES", mode="before")
+    @classmethod
+    def _parse_lora_modules(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = [part for part in text.replace(",", " ").split() if part]
+        if any("=" not in pair for pair in pairs):
+            raise ValueError("LORA_MODULES: each adapter is name=path")
+        return dict(pair.split("=", 1) for pair in pairs)
 
     @field_validator("VLLM_ENDPOINT", mode="before")
     @classmethod

@@ -16,10 +16,12 @@ def _status(info: ModelInfo) -> ModelStatus:
     return ModelStatus.model_validate(info)
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List the models")
+@router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True,
+            summary="List the models")
 async def list_models(textgen: TextGenDep) -> ModelList:
     return ModelList(
-        data=[ModelCard(id=m.id, created=m.created, owned_by=m.owned_by) for m in textgen.list_models()]
+        data=[ModelCard(id=m.id, created=m.created, owned_by=m.owned_by, root=m.root,
+                        parent=m.parent) for m in textgen.list_models()]
     )
 
 

@@ -70,3 +70,14 @@ def validation_error(exc: Any) -> InvalidRequest:
     param = clean_loc_for_param(tuple(first.get("loc", ()))) or None
     ctx_error = (first.get("ctx") or {}).get("error")
     return invalid_value(first, getattr(ctx_error, "parameter", None) or param)
+
+
+def adapter_error(response: Any, name: str) -> TextGenError:
+    """vLLM's refusal to load a LoRA adapter. vLLM's server answers a folder with no adapter
+    404 and anything its engine could not load (a wrong base, a rank past the limit) 500;
+    the latter is the adapter's fault, not the lab's, so it is a 400 here."""
+    info = response.error
+    if int(info.code) >= 500:
+        return InvalidRequest(f"The adapter '{name}' could not be loaded: {info.message}",
+                              param="lora_path")
+    return rejection(int(info.code), info.message, info.param or "lora_path")

@@ -30,7 +30,7 @@ from ..engine_stats import stat_logger
 from ..errors import TextGenError
 from ..request import OpenAIRequest
 from .base import EngineReply
-from .errors import engine_error, stream_error, validation_error
+from .errors import adapter_error, engine_error, stream_error, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class VllmOptions:
     cpu_kvcache_gb: int = 1
     # Nice value of the engine's processes (the engine core and its workers), not the lab's.
     niceness: int = 0
+    # LoRA: on when a largest rank is given (vLLM's --enable-lora --max-lora-rank --max-loras).
+    max_lora_rank: int | None = None
+    max_loras: int = 1
     # More `vllm serve` flags for this model (tool-call parser, chat template, ...).
     serve_args: tuple[str, ...] = ()
 
@@ -133,6 +136,9 @@ def serve_argv(model_id: str, folder: Path, options: VllmOptions) -> list[str]:
         argv += ["--max-num-batched-tokens", str(options.max_num_batched_tokens)]
     if enforce_eager:
         argv.append("--enforce-eager")
+    if options.max_lora_rank:
+        argv += ["--enable-lora", "--max-lora-rank", str(options.max_lora_rank),
+                 "--max-loras", str(options.max_loras)]
     return argv + list(options.serve_args)
 
 
@@ -318,6 +324,38 @@ class VllmEngine:
         if isinstance(result, ErrorResponse):
             raise engine_error(result)
         return result.model_dump(mode="json")  # type: ignore[no-any-return]
+
+    # --- LoRA adapters ---------------------------------------------------------------------
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self._llm.vllm_config.lora_config is not None
+
+    async def add_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA adapter into this engine under `name`, through vLLM's own models
+        registry (the one `POST /v1/load_lora_adapter` uses), so vLLM's serving classes
+        resolve it by name like a model. A name already loaded is replaced: removed first, so
+        the adapter gets a new LoRA id and no prefix-cache block of its old weights is reused.
+        """
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.lora.protocol import (
+            LoadLoRAAdapterRequest,
+            UnloadLoRAAdapterRequest,
+        )
+
+        models = self._state.openai_serving_models
+        if name in models.lora_requests:
+            await models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        result = await models.load_lora_adapter(
+            LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)))
+        if isinstance(result, ErrorResponse):
+            raise adapter_error(result, name)
+
+    async def remove_adapter(self, name: str) -> None:
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        await self._state.openai_serving_models.unload_lora_adapter(
+            UnloadLoRAAdapterRequest(lora_name=name))
 
     async def interrupt(self, error: TextGenError) -> None:
         """End every request in flight with `error`, before an unload or a stop.

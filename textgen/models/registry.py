@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from .. import embedded
+from ..adapters import AdapterEngine
 from ..catalog import CATALOG, ModelSpec
 from ..engines import Engine
 from ..engines.replicas import ReplicaInfo, ReplicaSet
@@ -45,6 +46,9 @@ class ModelInfo:
     # A remote model: how its requests are routed, and each replica's state and load.
     routing: str | None = None
     replicas: tuple[ReplicaInfo, ...] = ()
+    # A LoRA adapter: its base model, and the adapter's folder (vLLM's `parent` and `root`).
+    parent: str | None = None
+    root: str | None = None
 
 
 class ModelRegistry:
@@ -57,11 +61,13 @@ class ModelRegistry:
         local_paths: dict[str, Path],
         rate_limits: dict[str, int] | None = None,
         on_servable: Callable[[str], None] = lambda model_id: None,
+        on_left: Callable[[str], None] = lambda model_id: None,
     ) -> None:
         self._cache_dir = cache_dir
         self._local_paths = local_paths
         self._rate_limits = rate_limits or {}
         self._on_servable = on_servable
+        self._on_left = on_left
         self._entries: dict[str, ModelEntry] = {}
         # Read-only for everyone else: models join through `add`.
         self.entries: Mapping[str, ModelEntry] = MappingProxyType(self._entries)
@@ -96,9 +102,18 @@ class ModelRegistry:
         if e is not None and e.engine is engine:
             e.drop_engine(*self.resting(model_id))
 
+    def remove(self, model_id: str, engine: Engine) -> None:
+        """A LoRA adapter unloaded, or gone with its base: it leaves the list of models (as
+        vLLM lists adapters only while they are loaded)."""
+        e = self._entries.get(model_id)
+        if e is not None and e.engine is engine:
+            del self._entries[model_id]
+
     def _moved(self, entry: ModelEntry, was: ModelState) -> None:
         if entry.status is ModelState.LOADED:
             self._on_servable(entry.spec.id)
+        elif was is ModelState.LOADED:
+            self._on_left(entry.spec.id)
 
     # --- where the weights are ------------------------------------------------------------
 
@@ -107,6 +122,10 @@ class ModelRegistry:
         if self._weights_folder(model_id) is not None or embedded.can_prepare(model_id):
             return ModelState.NOT_LOADED, None
         return ModelState.UNAVAILABLE, _NOT_HERE
+
+    def local_folder(self, model_id: str) -> Path | None:
+        """Where a model's weights are on this machine, if they are."""
+        return self._weights_folder(model_id)
 
     def _weights_folder(self, model_id: str) -> Path | None:
         path = self._local_paths.get(model_id)
@@ -138,7 +157,7 @@ class ModelRegistry:
             size_class=e.spec.size_class, rate_limit=self.rate_limit(model_id),
             backend=e.engine.kind if e.engine is not None else "vllm",
             owned_by=e.spec.owned_by, created=e.spec.created, active=e.active,
-            **_replicas(e.engine),
+            **_replicas(e.engine), **_adapter(e.engine),
         )
 
     def serve_args(self, model_id: str, overrides: dict[str, str]) -> tuple[str, ...]:
@@ -194,3 +213,10 @@ def _replicas(engine: Engine | None) -> dict[str, Any]:
     if not isinstance(engine, ReplicaSet):
         return {}
     return {"routing": engine.policy, "replicas": engine.replica_info()}
+
+
+def _adapter(engine: Engine | None) -> dict[str, Any]:
+    """A LoRA adapter's base and folder, for ModelInfo."""
+    if not isinstance(engine, AdapterEngine):
+        return {}
+    return {"parent": engine.base_id, "root": str(engine.folder.path)}
