@@ -15,8 +15,8 @@ import contextlib
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -72,38 +72,23 @@ def _prepare_environment(options: VllmOptions) -> None:
 
 
 async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
-    """Run `call` in a thread of its own whose nice value is `niceness`.
+    """Run `call` in a thread of its own whose nice value is `niceness` (never raised: that
+    needs privileges a user lacks).
 
     On Linux the nice value belongs to a thread and a process spawned from a thread inherits
     it: vLLM spawns its engine core (which spawns the workers) from the thread that builds
     `AsyncLLM`, so lowering that thread's priority lowers the engine's and nothing else of the
     lab's. A pooled thread would keep the lowered priority for unrelated work, hence a new one.
     """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
+    def lower_priority() -> None:
+        if niceness > os.getpriority(os.PRIO_PROCESS, 0):  # 0: this thread (Linux)
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
-    def run() -> None:
-        try:
-            current = os.getpriority(os.PRIO_PROCESS, 0)  # 0: this thread (Linux)
-            if niceness > current:  # never raised: that needs privileges a user lacks
-                os.setpriority(os.PRIO_PROCESS, 0, niceness)
-            result = call()
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, done, None, error)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
-
-    threading.Thread(target=run, name="engine-start", daemon=True).start()
-    return await done
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+    thread = ThreadPoolExecutor(1, "engine-start", initializer=lower_priority)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(thread, call)
+    finally:
+        thread.shutdown(wait=False)  # never block the event loop on a start being cancelled
 
 
 def serve_argv(model_id: str, folder: Path, options: VllmOptions) -> list[str]:
@@ -334,8 +319,9 @@ class VllmEngine:
     async def add_adapter(self, name: str, path: Path) -> None:
         """Load a LoRA adapter into this engine under `name`, through vLLM's own models
         registry (the one `POST /v1/load_lora_adapter` uses), so vLLM's serving classes
-        resolve it by name like a model. A name already loaded is replaced: removed first, so
-        the adapter gets a new LoRA id and no prefix-cache block of its old weights is reused.
+        resolve it by name like a model. A name already loaded is replaced by removing it
+        first, not in place as vLLM's `load_inplace` does: a new LoRA id, so no prefix-cache
+        block computed with the old weights is reused (vLLM only warns of those).
         """
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.entrypoints.serve.lora.protocol import (
