@@ -133,24 +133,42 @@ class Adapters:
         self._max_rank = max_rank
         self._modules = modules
 
-    async def load(self, name: str, path: Path, base: str | None = None) -> str:
-        """Load the adapter at `path` as the model `name`; returns its base model's id."""
+    async def load(self, name: str, path: str | Path, base: str | None = None, *,
+                   replace: bool = False) -> str:
+        """Load the adapter at `path` as the model `name`; returns its base model's id.
+
+        As vLLM's server, a name already loaded is refused unless `replace` (its
+        `load_inplace`) is asked for.
+        """
         if not name or not str(path):
             raise InvalidRequest("Both 'lora_name' and 'lora_path' must be provided.",
                                  param="lora_name" if not name else "lora_path")
+        self._check_name(name, replace=replace)
+        folder = await asyncio.to_thread(inspect, Path(path), max_rank=self._max_rank)
+        return await self._load(name, folder, base)
+
+    def _check_name(self, name: str, *, replace: bool) -> None:
         existing = self._models.entries.get(name)
-        if existing is not None and not isinstance(existing.engine, AdapterEngine):
+        if existing is None:
+            return
+        if not isinstance(existing.engine, AdapterEngine):
             raise InvalidRequest(f"The lora adapter '{name}' conflicts with a model of that "
                                  "name.", param="lora_name")
-        folder = await asyncio.to_thread(inspect, Path(path), max_rank=self._max_rank)
+        if not replace:  # vLLM's words
+            raise InvalidRequest(f"The lora adapter '{name}' has already been loaded. If you "
+                                 "want to load the adapter in place, set 'load_inplace' to "
+                                 "True.", param="lora_name")
+
+    async def _load(self, name: str, folder: AdapterFolder, base: str | None) -> str:
         base_id, engine = self._base(folder, base)
         await engine.add_adapter(name, folder.path)
         spec = self._models.entry(base_id).spec
-        adapter = AdapterEngine(name, base_id, engine, folder)
+        existing = self._models.entries.get(name)
         if existing is not None:
             self._models.remove(name, existing.engine)
         self._models.add(ModelSpec(name, spec.params_billions, instruct=spec.instruct,
-                                   owned_by=spec.owned_by), engine=adapter)
+                                   owned_by=spec.owned_by),
+                         engine=AdapterEngine(name, base_id, engine, folder))
         return base_id
 
     async def unload(self, name: str) -> None:
@@ -203,7 +221,8 @@ class Adapters:
                 if folder.base and not matches(folder.base, base_id,
                                                self._models.local_folder(base_id)):
                     continue
-                await self.load(name, Path(path), base_id)
+                self._check_name(name, replace=False)
+                await self._load(name, folder, base_id)
                 log.info("LoRA adapter %s loaded on %s", name, base_id)
             except TextGenError as exc:
                 log.error("LoRA adapter %s (LORA_MODULES) not loaded: %s", name, exc.message)

@@ -214,9 +214,11 @@ class TextGen:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def load_adapter(self, name: str, path: Path, base: str | None = None) -> ModelInfo:
-        """Load a LoRA adapter as the model `name` on its base's engine (textgen.adapters)."""
-        await self.adapters.load(name, path, base)
+    async def load_adapter(self, name: str, path: str | Path, base: str | None = None, *,
+                           replace: bool = False) -> ModelInfo:
+        """Load a LoRA adapter as the model `name` on its base's engine (textgen.adapters);
+        `replace` reloads a name already loaded (vLLM's `load_inplace`)."""
+        await self.adapters.load(name, path, base, replace=replace)
         return self.model_info(name)
 
     async def unload_adapter(self, name: str) -> None:

@@ -7,7 +7,6 @@ lab's addition: which loaded model the adapter goes to, when its config does not
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,12 +20,12 @@ from ..http import read_json
 router = APIRouter(tags=["models"])
 
 
-def _text(body: dict[str, Any], field: str, *, required: bool = True) -> str | None:
-    value = body.get(field)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"'{field}' must be a non-empty string.", param=field)
+def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
+    """A body field of the given type, or None when absent; a field of another type is a 400
+    (what is missing or empty is textgen.adapters' to refuse, in vLLM's words)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise InvalidRequest(f"'{name}' must be a {kind.__name__}.", param=name)
     return value
 
 
@@ -34,9 +33,10 @@ def _text(body: dict[str, Any], field: str, *, required: bool = True) -> str | N
              summary="Load a LoRA adapter as a model (vLLM's route)")
 async def load_lora_adapter(request: Request, textgen: AuthorizedTextGenDep) -> PlainTextResponse:
     body = (await read_json(request))[0]
-    name, path = _text(body, "lora_name"), _text(body, "lora_path")
-    assert name is not None and path is not None
-    await textgen.load_adapter(name, Path(path), _text(body, "base_model_name", required=False))
+    name = _field(body, "lora_name") or ""
+    await textgen.load_adapter(name, _field(body, "lora_path") or "",
+                               _field(body, "base_model_name"),
+                               replace=bool(_field(body, "load_inplace", bool)))
     return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
 
@@ -44,7 +44,9 @@ async def load_lora_adapter(request: Request, textgen: AuthorizedTextGenDep) -> 
              summary="Unload a LoRA adapter (vLLM's route)")
 async def unload_lora_adapter(request: Request,
                               textgen: AuthorizedTextGenDep) -> PlainTextResponse:
-    name = _text((await read_json(request))[0], "lora_name")
-    assert name is not None
+    name = _field((await read_json(request))[0], "lora_name") or ""
+    if not name:  # vLLM's words
+        raise InvalidRequest("'lora_name' needs to be provided to unload a LoRA adapter.",
+                             param="lora_name")
     await textgen.unload_adapter(name)
     return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")

@@ -71,10 +71,15 @@ async def test_an_adapter_loads_lists_generates_and_unloads(
     assert adapted != base_text, "the adapter's weights changed nothing"
     assert await complete(api, "pirate") == (adapted, "HIT")
 
+    # As vLLM's server: a name already loaded is refused unless the load is asked in place.
+    twice = await api.post("/v1/load_lora_adapter",
+                           json={"lora_name": "pirate", "lora_path": str(adapter)})
+    assert twice.status_code == 400 and "load_inplace" in twice.json()["error"]["message"]
+
     # New weights under the same name and path: the cache must not answer with the old ones.
     make_adapter(adapter, base_folder, seed=1, base_name=DEFAULT_MODEL)
-    reloaded = await api.post("/v1/load_lora_adapter",
-                              json={"lora_name": "pirate", "lora_path": str(adapter)})
+    reloaded = await api.post("/v1/load_lora_adapter", json={
+        "lora_name": "pirate", "lora_path": str(adapter), "load_inplace": True})
     assert reloaded.status_code == 200, reloaded.text
     again, cache = await complete(api, "pirate")
     assert cache == "MISS"
@@ -84,8 +89,8 @@ async def test_an_adapter_loads_lists_generates_and_unloads(
     assert gone.status_code == 200 and "removed" in gone.text
     refused = await api.post("/v1/completions", json={"model": "pirate", **PROMPT})
     assert refused.status_code == 404 and refused.json()["error"]["param"] == "model"
-    twice = await api.post("/v1/unload_lora_adapter", json={"lora_name": "pirate"})
-    assert twice.status_code == 404, twice.text
+    again_gone = await api.post("/v1/unload_lora_adapter", json={"lora_name": "pirate"})
+    assert again_gone.status_code == 404, again_gone.text
     assert "pirate" not in {m["id"] for m in (await api.get("/v1/models")).json()["data"]}
 
 
