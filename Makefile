@@ -33,11 +33,13 @@ VLLM_ENDPOINT ?=
 run: model
 	VLLM_ENDPOINT="$(VLLM_ENDPOINT)" $(BIN)/textgen serve
 
-# The docker test tier (tests/deploy) needs Debian's Docker engine, debootstrap (its stand-in base
-# images) and Compose v2 (bookworm's docker-compose is v1, which cannot read docker/compose.yaml;
+# The run store's tests start a PostgreSQL of their own (Debian's postgresql; its programs live
+# in /usr/lib/postgresql/<version>/bin). The docker test tier (tests/deploy) needs Debian's
+# Docker engine, debootstrap (its stand-in base images) and Compose v2 (bookworm's docker-compose is v1, which cannot read docker/compose.yaml;
 # the script takes trixie's v2 package, a Go binary, without changing this machine's sources).
 system-deps:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql; }
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	@{ command -v dockerd && command -v debootstrap; } >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y docker.io debootstrap; }
 	@docker compose version 2>/dev/null | grep -Eq 'version v?2\.' || $(SUDO) sh tests/deploy/install-compose-v2.sh

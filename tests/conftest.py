@@ -8,12 +8,30 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.otlp_collector import FakeCollector, fake_collector
+from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.processes import LabServer, lab_server, redis_server
 from textgen import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lab_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The labs and TextGens of a test session keep their runs in a folder of the session's,
+    not in the user's data directory (LAB_DATA_DIR is read by every Settings made after)."""
+    folder = tmp_path_factory.mktemp("lab-data")
+    os.environ["LAB_DATA_DIR"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of our own on a free port (Debian's `postgresql`), shared by the session."""
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

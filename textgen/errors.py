@@ -17,7 +17,9 @@
      │    ├── BackendDown        a remote backend cannot be reached (503)
      │    └── BackendTimeout     a remote backend did not answer in time (504)
      ├── GenerationFailed        the engine failed while generating (500)
-     └── ModelLoadFailed         a model's engine could not start: its folder or flags (500)
+     ├── ModelLoadFailed         a model's engine could not start: its folder or flags (500)
+     ├── RunNotFound             no kept run with that id (404)
+     └── RunStoreUnavailable     the run store is off or its database is down (503)
 
     InvalidTransition            a model's status asked to make a move its table forbids: a bug
                                  in the lab, not a request's fault, so it is no TextGenError (no
@@ -145,6 +147,18 @@ class ModelLoadFailed(TextGenError):
     the lab's configuration, not the request, so retrying does not help."""
 
     code = "model_load_failed"
+
+
+class RunNotFound(TextGenError):
+    code = "run_not_found"
+
+
+class RunStoreUnavailable(TextGenError):
+    """The run store is off, or its database cannot be read now (runs are still kept in
+    memory for it: textgen.runs.store)."""
+
+    code = "run_store_unavailable"
+    retry_after = 5.0
 
 
 class InvalidTransition(RuntimeError):

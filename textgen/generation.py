@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .answer import is_usage_chunk, usage_of
+from .answer import is_usage_chunk, merge_chunks, usage_of
 from .ratelimit import RateDecision
 from .request import OpenAIRequest
 
@@ -61,6 +61,8 @@ class Generation:
         self._source = source
         self._on_finish = on_finish
         self._state: Literal["open", "streaming", "ended"] = "open" if source else "ended"
+        # A stream that is kept in the run store keeps its chunks, to store the answer whole.
+        self._kept: list[dict[str, Any]] | None = [] if source and request.record else None
 
     @property
     def stream(self) -> bool:
@@ -119,12 +121,22 @@ class Generation:
             await self._on_finish(self, error)
 
     def _take(self, chunk: dict[str, Any]) -> None:
+        if self._kept is not None:
+            self._kept.append(chunk)
         if self.id is None:
             self.id = chunk.get("id")
         if self.timing.first_token is None:
             self.timing.first_token = time.monotonic()
         if is_usage_chunk(chunk):
             self.usage = usage_of(chunk)
+
+    def answer(self) -> dict[str, Any] | None:
+        """The answer as one response object, as far as it came (a kept stream's chunks merged)."""
+        if self.response is not None:
+            return self.response
+        if self._kept:
+            return merge_chunks(self.request.endpoint, self._kept)
+        return None
 
     @property
     def completion_tokens(self) -> int:

@@ -73,6 +73,21 @@ class Metrics:
             "text_backend_errors_total", "Failed calls to a remote vLLM backend.",
             ["backend", "error_type"], registry=r,
         )
+        self.run_store_writes = Counter(
+            "text_run_store_writes_total", "Runs written to the run store's database.", registry=r
+        )
+        self.run_store_errors = Counter(
+            "text_run_store_errors_total",
+            "Run store operations that failed (runs are kept in memory and written later).",
+            ["operation"], registry=r,
+        )
+        self.run_store_dropped = Counter(
+            "text_run_store_dropped_total",
+            "Runs dropped unwritten: the buffer was full while the database was down.", registry=r
+        )
+        self.run_store_pending = Gauge(
+            "text_run_store_pending", "Runs in memory waiting to be written.", registry=r
+        )
 
     def prime(self, model: str) -> None:
         """Create a model's series at 0 once it can be served, so a dashboard or an alert

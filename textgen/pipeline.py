@@ -6,7 +6,8 @@
 A cache hit and a request that joins one in flight cost no engine time and are not counted
 against the rate limit; a request refused for readiness or capacity (503) is not counted
 either. Per generation (one Flight, however many requests read it): engine metrics and the
-cache store. Per request: its outcome, its history record and its trace.
+cache store. Per request: its outcome, its history record, its trace, and its run in the run
+store when the request asks to be kept (`OpenAIRequest.record`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .metrics import Metrics
 from .models import Admission, EngineLifecycle, ModelRegistry
 from .ratelimit import RateDecision, RateLimiter
 from .request import OpenAIRequest
+from .runs import RunRecord, RunStore, provenance
 from .settings import Settings
 from .tracing import NullTrace, RequestTrace, Tracing
 
@@ -59,7 +61,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, models: ModelRegistry, lifecycle: EngineLifecycle,
                  cache: ResponseCache, limiter: RateLimiter, metrics: Metrics,
-                 tracing: Tracing) -> None:
+                 tracing: Tracing, runs: RunStore) -> None:
         self.settings = settings
         self.models = models
         self.lifecycle = lifecycle
@@ -67,6 +69,9 @@ class Pipeline:
         self.limiter = limiter
         self.metrics = metrics
         self.tracing = tracing
+        self.runs = runs
+        # What the in-process engines run on, for kept runs (TextGen.start reads the GPUs).
+        self.device: str | None = None
         self.history: deque[RequestRecord] = deque(maxlen=settings.TELEMETRY_HISTORY * 10)
         # Generations in flight by cache key, for identical requests to join.
         self.flights: dict[str, Flight] = {}
@@ -116,6 +121,8 @@ class Pipeline:
         except TextGenError as exc:
             self.metrics.errors.labels(label, exc.code).inc()
             self._record(model, "BYPASS", exc.code, timing, None)
+            if request.record:
+                self._keep(request, exc.code, "BYPASS", timing, None, exc.message)
             span.end(error=exc.code)
             raise
 
@@ -270,16 +277,44 @@ class Pipeline:
                 del self.flights[key]
 
     def _finish(self, gen: Generation, error: BaseException | None, span: Trace) -> None:
-        """Once per request: its outcome, its history record, its trace."""
+        """Once per request: its outcome, its history record, its trace, its kept run."""
         if error is not None:
             code = error.code if isinstance(error, TextGenError) else "aborted"
             if isinstance(error, TextGenError):
                 self.metrics.errors.labels(gen.model, code).inc()
             self._record(gen.model, gen.cache_status, code, gen.timing, gen)
             span.end(cache=gen.cache_status, error=code)
-            return
-        self._record(gen.model, gen.cache_status, "ok", gen.timing, gen)
-        span.end(cache=gen.cache_status)
+        else:
+            code = "ok"
+            self._record(gen.model, gen.cache_status, code, gen.timing, gen)
+            span.end(cache=gen.cache_status)
+        if gen.request.record:
+            message = error.message if isinstance(error, TextGenError) else None
+            self._keep(gen.request, code, gen.cache_status, gen.timing, gen, message)
+
+    def _keep(self, request: OpenAIRequest, status: str, cache: CacheStatus, timing: Timing,
+              gen: Generation | None, error: str | None) -> None:
+        """The request as a run in the run store (which only buffers it here)."""
+        entry = self.models.entries.get(request.model)
+        engine = entry.engine if entry is not None else None
+        identity = (engine.cache_identity(request.model) if engine is not None
+                    else entry.cache_identity if entry is not None else None)
+        kind = getattr(engine, "kind", None)
+        local = kind in ("vllm", "lora")  # a remote server's version and device are its own
+        assert request.record is not None
+        self.runs.add(RunRecord(
+            model=request.model, route=request.endpoint, mode=request.record, status=status,
+            cache=cache, request=request.body, created=time.time() - (time.monotonic()
+                                                                       - timing.started),
+            seconds=(timing.finished or time.monotonic()) - timing.started,
+            answer=gen.answer() if gen is not None else None, error=error,
+            prompt_tokens=gen.prompt_tokens if gen is not None else 0,
+            completion_tokens=gen.completion_tokens if gen is not None else 0,
+            ttft=timing.time_to_first_token, identity=identity, engine=kind,
+            vllm_version=provenance.vllm_version() if local else None,
+            device=self.device if local else None, request_id=request.request_id,
+            experiment=request.experiment,
+        ))
 
     def _record(self, model: str, cache: CacheStatus, outcome: str, timing: Timing,
                 gen: Generation | None) -> None:

@@ -31,6 +31,10 @@ class OpenAIRequest:
     request_id: str | None = None
     # The body's size as received, in bytes (0: unknown): big bodies are hashed off the loop.
     size: int = 0
+    # Kept in the run store under this mode (api, playground, chat, compare, sweep, ...) when
+    # set; None: not kept. `experiment` groups the runs of one evaluation or comparison.
+    record: str | None = None
+    experiment: str | None = None
     model: str = field(init=False)
     stream: bool = field(init=False)
 

@@ -38,6 +38,7 @@ from .models import EngineLifecycle, ModelInfo, ModelRegistry, ModelState
 from .pipeline import Pipeline, RequestRecord, record_dict
 from .ratelimit import RateLimiter
 from .request import OpenAIRequest
+from .runs import RunStore, provenance
 from .settings import Settings
 from .telemetry import TelemetrySampler
 from .tracing import Tracing
@@ -82,8 +83,11 @@ class TextGen:
             drain_seconds=s.UNLOAD_DRAIN_SECONDS,
             gpu_memory_used_gb=self.telemetry.gpu.memory_used_gb,
         )
+        # Kept runs (History, evaluations): SQLite in LAB_DATA_DIR unless told otherwise.
+        self.runs = RunStore(s.runs_database_url(), self.metrics, buffer_max=s.RUNS_BUFFER_MAX,
+                             max_age_days=s.RUNS_MAX_AGE_DAYS, max_runs=s.RUNS_MAX_RUNS)
         self.pipeline = Pipeline(s, self.models, self.lifecycle, self.cache, self.limiter,
-                                 self.metrics, self.tracing)
+                                 self.metrics, self.tracing, self.runs)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
@@ -101,8 +105,10 @@ class TextGen:
             except OSError as exc:
                 log.warning("metrics port %d unavailable (%s); metrics stay in-process",
                             s.METRICS_PORT, exc.strerror)
-        self.telemetry.sample()
+        first = self.telemetry.sample()
+        self.pipeline.device = provenance.device([gpu.name for gpu in first.gpus])
         self.telemetry.start()
+        await self.runs.start()
         # In the background: an unreachable backend (the seed's default URL) never delays start.
         self.backends.start()
         watch = asyncio.create_task(self._log_readiness(), name="readiness log")
@@ -169,6 +175,7 @@ class TextGen:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.backends.close()
         await self.lifecycle.close()
+        await self.runs.close()
         await self.telemetry.stop()
         if self.redis is not None:
             await self.redis.aclose()
@@ -291,6 +298,7 @@ class TextGen:
         return {
             "cache": {"backend": self.cache.kind, "status": self.cache.health()},
             "rate_limiter": {"backend": self.limiter.backend, "status": self.limiter.health()},
+            "run_store": self.runs.health(),
             "models": {e.spec.id: e.status.value for e in self.models.entries.values()
                        if e.status in _SHOWN_IN_HEALTH},
             **({"engines": {"status": "error", "died": died}} if died else {}),

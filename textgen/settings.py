@@ -223,6 +223,32 @@ class Settings(BaseSettings):
         description="JSON object: model id -> requests per minute (0 = unlimited).",
     )
 
+    # --- kept runs (textgen.runs) ------------------------------------------------------------
+    LAB_DATA_DIR: Path = Field(
+        Path.home() / ".local" / "share" / "textgen",
+        description="Where the lab keeps its own data: the run store's SQLite file.",
+    )
+    RUNS_DATABASE_URL: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the run store: unset = a SQLite file in LAB_DATA_DIR; "
+        "postgresql+asyncpg://user:pass@host/db for several replicas sharing one store; "
+        "empty = no run store (nothing is kept).",
+    )
+    RECORD_API_REQUESTS: bool = Field(
+        False, description="Keep every API request in the run store; false = only those sent "
+        "with the header X-Lab-Record: 1 (the UI's runs are always kept).",
+    )
+    RUNS_MAX_AGE_DAYS: float = Field(
+        0, ge=0, description="Runs older than this many days are deleted; 0 = kept for ever."
+    )
+    RUNS_MAX_RUNS: int = Field(
+        100_000, ge=0, description="Most runs kept; past it the oldest are deleted; 0 = no limit."
+    )
+    RUNS_BUFFER_MAX: int = Field(
+        10_000, ge=1, description="Runs held in memory while the database is down; past it the "
+        "oldest are dropped (text_run_store_dropped_total).",
+    )
+
     # --- observability ---------------------------------------------------------------------
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = Field(
         None, description="OTLP/HTTP endpoint for traces; unset = tracing off."
@@ -272,6 +298,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_endpoint(cls, value: Any) -> Any:
         return (value or "").strip()
+
+    def runs_database_url(self) -> str | None:
+        """The run store's URL (None: no store): RUNS_DATABASE_URL, or SQLite in LAB_DATA_DIR."""
+        if self.RUNS_DATABASE_URL is None:
+            return f"sqlite+aiosqlite:///{self.LAB_DATA_DIR.expanduser() / 'runs.db'}"
+        return self.RUNS_DATABASE_URL.get_secret_value().strip() or None
 
     def api_tokens(self) -> list[str]:
         """The bearer tokens that are accepted; empty means the lab is open."""

@@ -1,0 +1,213 @@
+"""The run store on real databases: SQLite (the default) and PostgreSQL (Debian's, started by
+the tests on a free port), schema by Alembic, writes batched off the request path, outages
+buffered and written once the database is back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.support.postgres import PASSWORD, PostgresServer, postgres_server
+from textgen.errors import RunNotFound, RunStoreUnavailable
+from textgen.metrics import Metrics
+from textgen.runs import RunRecord, RunStore, migrate
+
+
+def run(n: int, *, model: str = "m", mode: str = "api", text: str = "", created: float | None = None,
+        experiment: str | None = None) -> RunRecord:
+    return RunRecord(
+        model=model, route="chat", mode=mode, status="ok", cache="MISS",
+        request={"model": model, "messages": [{"role": "user", "content": f"question {n}"}],
+                 "stream": True, "temperature": 0},
+        answer={"choices": [{"index": 0, "message": {"role": "assistant",
+                                                     "content": text or f"answer {n}"}}]},
+        seconds=0.5, created=created if created is not None else 1_000_000.0 + n,
+        experiment=experiment,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'runs.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        url = server.url
+    store = RunStore(url, Metrics(), flush_seconds=0.01)
+    await store.start()
+    if request.param == "postgresql":  # a database shared by the session: start empty
+        await store.delete([r.id for r in await store.runs(limit=1000)])
+    yield store
+    await store.close()
+
+
+async def test_runs_come_back_newest_first_without_the_transport_fields(store: RunStore) -> None:
+    for n in range(3):
+        store.add(run(n))
+    await store.flush()
+    runs = await store.runs()
+    assert [r.text for r in runs] == ["answer 2", "answer 1", "answer 0"]
+    assert "stream" not in runs[0].request and runs[0].request["temperature"] == 0
+    assert (await store.get(runs[1].id)).request["messages"][0]["content"] == "question 1"
+    assert await store.count() == 3
+
+
+async def test_filters_by_model_mode_text_experiment_and_page(store: RunStore) -> None:
+    store.add(run(1, model="a", mode="chat", text="Lisbon is the capital"))
+    store.add(run(2, model="b", mode="api", text="café au lait", experiment="e1"))
+    store.add(run(3, model="a", mode="api", text="100% sure_thing"))
+    await store.flush()
+    assert [r.text for r in await store.runs(model="a")] == ["100% sure_thing",
+                                                             "Lisbon is the capital"]
+    assert [r.model for r in await store.runs(mode="chat")] == ["a"]
+    assert [r.text for r in await store.runs(text="lisbon")] == ["Lisbon is the capital"]
+    assert [r.text for r in await store.runs(text="café")] == ["café au lait"]
+    assert [r.text for r in await store.runs(text="question 1")] == ["Lisbon is the capital"]
+    # LIKE's wildcards are searched as text, not as patterns.
+    assert [r.text for r in await store.runs(text="0% s")] == ["100% sure_thing"]
+    assert await store.runs(text="_x") == []
+    assert [r.text for r in await store.runs(experiment="e1")] == ["café au lait"]
+    newest = await store.runs(limit=1)
+    assert [r.text for r in await store.runs(before=newest[0].created, limit=5)] == [
+        "café au lait", "Lisbon is the capital"]
+
+
+async def test_a_run_is_readable_before_it_is_written(store: RunStore) -> None:
+    store.flush_seconds = 5.0  # the writer waits: the run stays in the buffer a while
+    record = run(1)
+    store.add(record)
+    assert [r.id for r in await store.runs()] == [record.id]
+    assert (await store.get(record.id)).text == "answer 1"
+    store.flush_seconds = 0.01
+    await store.flush()
+
+
+async def test_deleting_runs_and_an_experiment(store: RunStore) -> None:
+    keep, gone = run(1), run(2)
+    store.add(keep)
+    store.add(gone)
+    for n in range(3, 6):
+        store.add(run(n, experiment="sweep-7"))
+    await store.flush()
+    assert await store.delete([gone.id]) == 1
+    assert await store.delete([gone.id]) == 0
+    with pytest.raises(RunNotFound):
+        await store.get(gone.id)
+    assert await store.delete_experiment("sweep-7") == 3
+    assert [r.id for r in await store.runs()] == [keep.id]
+
+
+async def test_retention_by_age_and_by_count(store: RunStore) -> None:
+    now = time.time()
+    store.add(run(1, created=now - 3 * 86400))
+    for n in range(2, 7):
+        store.add(run(n, created=now - n))
+    await store.flush()
+    store.max_age_days, store.max_runs = 2, 3
+    assert await store.prune() == 3  # one too old, then the two oldest past three
+    assert [r.text for r in await store.runs()] == ["answer 2", "answer 3", "answer 4"]
+
+
+async def test_the_schema_is_alembics_head(store: RunStore) -> None:
+    assert store.url is not None
+    assert await store.count() == 0  # a read waits for the schema, as a write does
+    engine = create_async_engine(store.url)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(migrate.current) == migrate.head() == "0001"
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    await engine.dispose()
+    assert "runs" in tables and "alembic_version" in tables
+
+
+async def test_runs_survive_a_restart_of_the_store(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
+    first = RunStore(url, Metrics(), flush_seconds=0.01)
+    await first.start()
+    first.add(run(1))
+    await first.close()  # writes what is buffered
+    second = RunStore(url, Metrics())
+    await second.start()
+    try:
+        assert [r.text for r in await second.runs()] == ["answer 1"]
+    finally:
+        await second.close()
+
+
+async def test_two_stores_migrate_one_postgres_at_once(tmp_path: Path) -> None:
+    """Replicas starting together: the advisory lock lets one migrate, the other waits."""
+    with postgres_server() as server:
+        stores = [RunStore(server.url, Metrics(), flush_seconds=0.01) for _ in range(3)]
+        for s in stores:
+            await s.start()
+        for n, s in enumerate(stores):
+            s.add(run(n))
+        await asyncio.gather(*(s.flush() for s in stores))
+        assert await stores[0].count() == 3
+        for s in stores:
+            await s.close()
+
+
+async def test_an_outage_loses_no_run_and_is_visible(caplog: pytest.LogCaptureFixture) -> None:
+    """The database goes down under the writer: adding never fails, health and metrics say
+    so, and every run (before, during, after) is there once it is back."""
+    caplog.set_level(logging.INFO, logger="textgen.runs.store")
+    with postgres_server() as server:
+        metrics = Metrics()
+        store = RunStore(server.url, metrics, flush_seconds=0.01)
+        await store.start()
+        store.add(run(1))
+        await store.flush()
+        server.stop()
+        during = [run(n) for n in range(2, 6)]
+        for record in during:
+            store.add(record)  # never raises, never blocks
+        deadline = time.monotonic() + 30
+        while store.health()["status"] != "degraded":
+            assert time.monotonic() < deadline, "the outage never showed in health"
+            await asyncio.sleep(0.05)
+        assert store.health()["buffered"] == 4
+        assert metrics.registry.get_sample_value("text_run_store_errors_total",
+                                                 {"operation": "write"}) >= 1
+        assert metrics.registry.get_sample_value("text_run_store_pending") == 4
+        with pytest.raises(RunStoreUnavailable) as raised:
+            await store.count()
+        assert PASSWORD not in raised.value.message
+        # Reads still show the buffered runs' ids through get().
+        assert (await store.get(during[0].id)).text == "answer 2"
+        server.start()
+        store.add(run(6))
+        await store.flush(within=60)
+        assert store.health()["status"] == "ok"
+        assert [r.text for r in await store.runs()] == [f"answer {n}" for n in range(6, 0, -1)]
+        await store.close()
+    logged = caplog.text
+    assert "run store: write failed" in logged and "the database is back" in logged
+    assert PASSWORD not in logged
+
+
+async def test_a_full_buffer_drops_the_oldest_and_counts(tmp_path: Path) -> None:
+    metrics = Metrics()
+    store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}", metrics, buffer_max=3)
+    # Not started: nothing writes, as when the database is down.
+    records = [run(n) for n in range(5)]
+    for record in records:
+        store.add(record)
+    assert [r.id for r in store._pending] == [r.id for r in records[2:]]
+    assert metrics.registry.get_sample_value("text_run_store_dropped_total") == 2
+
+
+async def test_no_url_means_no_store() -> None:
+    store = RunStore(None, Metrics())
+    await store.start()
+    store.add(run(1))  # kept nowhere, and no error
+    assert store.health()["status"] == "off"
+    with pytest.raises(RunStoreUnavailable):
+        await store.runs()
+    await store.close()

@@ -1,0 +1,331 @@
+"""The run store: every run the lab is asked to keep, in SQLite (default) or PostgreSQL.
+
+Writes never slow or fail a generation. `add` only appends to a buffer in memory; one writer
+task inserts the buffer in batches. A database that is down, full or locked is a degradation:
+counted (`text_run_store_errors_total`), logged once per outage, shown in /health, and the
+runs wait in the buffer (bounded by RUNS_BUFFER_MAX, oldest dropped first and counted) until
+it is back. Reads see the buffer too, so a run is in History the moment it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Text, cast, delete, event, func, insert, or_, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..errors import RunNotFound, RunStoreUnavailable
+from ..metrics import Metrics
+from . import migrate
+from .record import RunRecord
+from .tables import RunRow
+
+log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_SECONDS = 60.0
+_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class RunStore:
+    """`start()`, `add(record)` from the request path, queries from the UI, API and notebooks,
+    `close()` (which writes what is left, bounded in time)."""
+
+    def __init__(self, url: str | None, metrics: Metrics, *, batch_size: int = 256,
+                 flush_seconds: float = 0.25, buffer_max: int = 10_000,
+                 max_age_days: float = 0, max_runs: int = 0) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.buffer_max = buffer_max
+        self.max_age_days = max_age_days
+        self.max_runs = max_runs
+        self.backend = make_url(url).get_backend_name() if url else "off"
+        self._engine: AsyncEngine | None = None
+        self._pending: deque[RunRecord] = deque()
+        self._writing: list[RunRecord] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._migrated = False
+        self._schema_lock = asyncio.Lock()
+        self._failing: str | None = None  # why the database is failing, while it is
+        self._pruned_at = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the engine and start the writer; the schema is migrated on its first pass, so
+        a database that is down never delays the lab's start."""
+        if not self.enabled or self._writer is not None:
+            return
+        assert self.url is not None
+        url = make_url(self.url)
+        _make_sqlite_folder(url)
+        # Unicode as it is (SQLite stores JSON as text): a search for "café" finds it.
+        self._engine = create_async_engine(
+            url, pool_pre_ping=True,
+            json_serializer=lambda value: json.dumps(value, ensure_ascii=False))
+        if url.get_backend_name() == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self._writer = asyncio.create_task(self._write_forever(), name="run store writer")
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop the writer, write what is buffered (for at most `grace` s), close the pool."""
+        if self._writer is None:
+            return
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain(), grace)
+        if self._pending or self._writing:
+            log.warning("run store: %d run(s) not written at shutdown (%s)",
+                        len(self._pending) + len(self._writing), self._failing or "timeout")
+        assert self._engine is not None
+        await self._engine.dispose()
+
+    async def _drain(self) -> None:
+        while self._pending or self._writing:
+            if not await self._write_once():
+                return
+
+    # --- the write path ---------------------------------------------------------------------
+
+    def add(self, record: RunRecord) -> None:
+        """Keep a run: O(1), never blocks, never raises."""
+        if not self.enabled:
+            return
+        if len(self._pending) >= self.buffer_max:
+            self._pending.popleft()
+            self.metrics.run_store_dropped.inc()
+        self._pending.append(record)
+        self.metrics.run_store_pending.set(len(self._pending) + len(self._writing))
+        self._wake.set()
+
+    async def flush(self, within: float = 10.0) -> None:
+        """Wait until every run added so far is written (tests, notebooks, before a report)."""
+        deadline = time.monotonic() + within
+        while self._pending or self._writing:
+            if time.monotonic() > deadline:
+                raise RunStoreUnavailable(
+                    f"The run store could not write its runs in {within:g} s"
+                    + (f" ({self._failing})." if self._failing else "."))
+            self._wake.set()
+            await asyncio.sleep(0.02)
+
+    async def _write_forever(self) -> None:
+        failures = 0
+        while True:
+            # The first pass migrates at once; then the writer sleeps until there are runs.
+            if self._migrated and not self._pending:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), _PRUNE_EVERY_SECONDS)
+                # A short pause gathers the runs of a burst into one batch.
+                await asyncio.sleep(self.flush_seconds)
+            if await self._write_once():
+                failures = 0
+                await self._prune_now_and_then()
+            else:
+                await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
+                failures += 1
+
+    async def _write_once(self) -> bool:
+        """Write one batch (after migrating, the first time); False when the database failed."""
+        try:
+            await self._ensure_schema()
+            if self._pending:
+                take = min(self.batch_size, len(self._pending))
+                self._writing = [self._pending.popleft() for _ in range(take)]
+                assert self._engine is not None
+                async with self._engine.begin() as conn:
+                    await conn.execute(insert(RunRow), [r.row() for r in self._writing])
+                self.metrics.run_store_writes.inc(len(self._writing))
+                self._writing = []
+        except Exception as exc:  # any database fault: keep the runs, say so once, retry
+            self._pending.extendleft(reversed(self._writing))
+            self._writing = []
+            self._failed("write", exc)
+            return False
+        finally:
+            self.metrics.run_store_pending.set(len(self._pending) + len(self._writing))
+        self._recovered()
+        return True
+
+    async def _ensure_schema(self) -> None:
+        if self._migrated:
+            return
+        async with self._schema_lock:  # the writer and a first read may both get here
+            if self._migrated:
+                return
+            assert self._engine is not None
+            async with self._engine.begin() as conn:
+                await conn.run_sync(migrate.upgrade)
+            self._migrated = True
+
+    async def _prune_now_and_then(self) -> None:
+        if not (self.max_age_days or self.max_runs):
+            return
+        now = time.time()
+        if now - self._pruned_at < _PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = now
+        with contextlib.suppress(RunStoreUnavailable):
+            await self.prune()
+
+    async def prune(self) -> int:
+        """Delete the runs past RUNS_MAX_AGE_DAYS and, beyond RUNS_MAX_RUNS, the oldest."""
+        deleted = 0
+        async with self._connection("prune") as conn:
+            if self.max_age_days:
+                cutoff = time.time() - self.max_age_days * 86400
+                deleted += (await conn.execute(
+                    delete(RunRow).where(RunRow.created < cutoff))).rowcount or 0
+            if self.max_runs:
+                keep = select(RunRow.id).order_by(RunRow.created.desc()).limit(self.max_runs)
+                deleted += (await conn.execute(
+                    delete(RunRow).where(RunRow.id.not_in(keep.scalar_subquery())))).rowcount or 0
+        return deleted
+
+    # --- reads and deletes ------------------------------------------------------------------
+
+    async def runs(self, *, model: str | None = None, mode: str | None = None,
+                   text: str | None = None, experiment: str | None = None,
+                   before: float | None = None, limit: int = 50) -> list[RunRecord]:
+        """Runs, newest first, filtered by model, mode, a text in the request or the reply,
+        experiment, and (for paging) created before a time."""
+        waiting = [r for r in (*self._writing, *self._pending)
+                   if _matches(r, model, mode, text, experiment, before)]
+        query = select(RunRow).order_by(RunRow.created.desc()).limit(limit)
+        if model:
+            query = query.where(RunRow.model == model)
+        if mode:
+            query = query.where(RunRow.mode == mode)
+        if experiment:
+            query = query.where(RunRow.experiment == experiment)
+        if before is not None:
+            query = query.where(RunRow.created < before)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+            query = query.where(or_(RunRow.text.ilike(pattern, escape="\\"),
+                                    cast(RunRow.request, Text).ilike(pattern, escape="\\")))
+        async with self._connection("read") as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        found = {r.id: r for r in waiting}
+        found.update((row["id"], RunRecord(**row)) for row in rows)
+        return sorted(found.values(), key=lambda r: r.created, reverse=True)[:limit]
+
+    async def get(self, run_id: str) -> RunRecord:
+        for record in (*self._writing, *self._pending):
+            if record.id == run_id:
+                return record
+        async with self._connection("read") as conn:
+            row = (await conn.execute(select(RunRow).where(RunRow.id == run_id))).mappings().first()
+        if row is None:
+            raise RunNotFound(f"No run with id '{run_id}'.")
+        return RunRecord(**row)
+
+    async def count(self) -> int:
+        async with self._connection("read") as conn:
+            written = (await conn.execute(select(func.count()).select_from(RunRow))).scalar_one()
+        return int(written) + len(self._pending) + len(self._writing)
+
+    async def delete(self, run_ids: Iterable[str]) -> int:
+        """Delete runs by id (written or still buffered); how many there were."""
+        ids = set(run_ids)
+        buffered = [r for r in self._pending if r.id in ids]
+        for record in buffered:
+            self._pending.remove(record)
+        async with self._connection("delete") as conn:
+            result = await conn.execute(delete(RunRow).where(RunRow.id.in_(ids)))
+        return len(buffered) + (result.rowcount or 0)
+
+    async def delete_experiment(self, experiment: str) -> int:
+        buffered = [r for r in self._pending if r.experiment == experiment]
+        for record in buffered:
+            self._pending.remove(record)
+        async with self._connection("delete") as conn:
+            result = await conn.execute(delete(RunRow).where(RunRow.experiment == experiment))
+        return len(buffered) + (result.rowcount or 0)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, operation: str):  # type: ignore[no-untyped-def]
+        """A transaction for a read or a delete; a database fault is a RunStoreUnavailable."""
+        if not self.enabled or self._engine is None:
+            raise RunStoreUnavailable("The run store is off (RUNS_DATABASE_URL is empty).")
+        try:
+            await self._ensure_schema()
+            async with self._engine.begin() as conn:
+                yield conn
+        except RunStoreUnavailable:
+            raise
+        except Exception as exc:
+            self._failed(operation, exc)
+            raise RunStoreUnavailable(
+                f"The run store's database is unavailable ({type(exc).__name__}).") from None
+
+    # --- health -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        status = "off" if not self.enabled else ("degraded" if self._failing else "ok")
+        return {"backend": self.backend, "status": status,
+                "buffered": len(self._pending) + len(self._writing)}
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self.metrics.run_store_errors.labels(operation).inc()
+        # The exception's class only: a driver's message can hold the URL and its password.
+        why = type(exc).__name__
+        if self._failing is None:
+            log.warning("run store: %s failed (%s); runs are kept in memory until the database "
+                        "is back", operation, why)
+        self._failing = why
+
+    def _recovered(self) -> None:
+        if self._failing is not None:
+            log.info("run store: the database is back; buffered runs are being written")
+            self._failing = None
+
+
+def _matches(record: RunRecord, model: str | None, mode: str | None, text: str | None,
+             experiment: str | None, before: float | None) -> bool:
+    if model and record.model != model:
+        return False
+    if mode and record.mode != mode:
+        return False
+    if experiment and record.experiment != experiment:
+        return False
+    if before is not None and record.created >= before:
+        return False
+    if text:
+        needle = text.lower()
+        return needle in record.text.lower() or needle in str(record.request).lower()
+    return True
+
+
+def _make_sqlite_folder(url: URL) -> None:
+    """SQLite creates the file on first use, but not its folder (LAB_DATA_DIR)."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL: History reads while the writer writes; a busy timeout instead of "database is locked"
+    # when two processes (a lab and a notebook) share the file.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

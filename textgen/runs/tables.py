@@ -1,0 +1,56 @@
+"""The run store's tables, as SQLAlchemy declares them; Alembic's migrations create them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# JSONB on PostgreSQL (compact, indexable), JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    """One request the lab answered (or refused), as it was asked and as it was answered."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Seconds since the epoch (UTC) when the request came in: sortable on both databases.
+    created: Mapped[float] = mapped_column(Float, nullable=False)
+    model: Mapped[str] = mapped_column(String(512), nullable=False)
+    route: Mapped[str] = mapped_column(String(32), nullable=False)
+    # Where the run came from: api, playground, chat, compare, sweep, evaluation, notebook.
+    mode: Mapped[str] = mapped_column(String(32), nullable=False)
+    # ok, aborted (stopped before its end), or the error code it failed with.
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    cache: Mapped[str] = mapped_column(String(16), nullable=False)
+    request: Mapped[dict[str, Any]] = mapped_column(Document, nullable=False)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(Document)
+    # The first choice's text (or a tool call's arguments): what History shows and searches.
+    text: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    ttft: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    # What the cache key calls the model's weights and serve flags; then the engine's make.
+    identity: Mapped[str | None] = mapped_column(Text)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    vllm_version: Mapped[str | None] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(String(256))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # The experiment (evaluation, comparison) a run belongs to; none for a single run.
+    experiment: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_runs_created", "created"),
+        Index("ix_runs_model_created", "model", "created"),
+        Index("ix_runs_experiment", "experiment"),
+    )
