@@ -40,6 +40,8 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.BackendUnavailable: (502, "backend_error"),
     e.GenerationFailed: (500, "server_error"),
     e.ModelLoadFailed: (500, "server_error"),
+    e.RunNotFound: (404, "invalid_request_error"),
+    e.RunStoreUnavailable: (503, "service_unavailable_error"),
 }
 
 

@@ -59,6 +59,15 @@ def cache_control(header: str | None) -> tuple[bool, bool]:
     return "no-cache" not in directives, "no-store" not in directives
 
 
+def recorded_as(request: Request) -> str | None:
+    """"api" when the request is to be kept in the run store: it sends `X-Lab-Record: 1`
+    (or true/yes), or RECORD_API_REQUESTS keeps every one; `X-Lab-Record: 0` opts out then."""
+    header = request.headers.get("x-lab-record")
+    if header is not None:
+        return "api" if header.strip().lower() in ("1", "true", "yes", "on") else None
+    return "api" if request.app.state.settings.RECORD_API_REQUESTS else None
+
+
 def generation_headers(generation: Generation) -> dict[str, str]:
     # X-Request-Id is RequestIdMiddleware's, on every response (api/request_ids.py).
     headers = {"X-Cache": generation.cache_status}

@@ -1,4 +1,4 @@
-"""The response schema of the lab's own routes (models, health), as pydantic models.
+"""The response schema of the lab's own routes (models, health, runs), as pydantic models.
 
 The generation routes have no schema of ours: their bodies are vLLM's (the in-process engine
 validates them with vLLM's own request classes, a remote server with its own).
@@ -78,3 +78,38 @@ class Health(BaseModel):
     service: str = "text-generator"
     timestamp: float
     components: dict[str, Any] = {}
+
+
+class Run(BaseModel):
+    """A kept run (textgen.runs): the request as sent (less `stream`), its answer as one
+    response object, and how, when and with what it was made."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["run"] = "run"
+    created: float
+    model: str
+    route: str
+    mode: str
+    status: str
+    error: str | None = None
+    cache: str
+    request: dict[str, Any]
+    answer: dict[str, Any] | None = None
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft: float | None = None
+    seconds: float
+    identity: str | None = None
+    engine: str | None = None
+    vllm_version: str | None = None
+    device: str | None = None
+    request_id: str | None = None
+    experiment: str | None = None
+
+
+class RunList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Run]

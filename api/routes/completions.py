@@ -14,6 +14,7 @@ from ..http import (
     cache_control,
     json_response,
     read_json,
+    recorded_as,
     stream_response,
     until_disconnect,
 )
@@ -28,7 +29,8 @@ async def _generate(request: Request, textgen: TextGen, endpoint: Route) -> Resp
     read, write = cache_control(request.headers.get("cache-control"))
     # The id RequestIdMiddleware chose and echoes: the engine (and an upstream) get the same.
     openai_request = OpenAIRequest(endpoint, body, read_cache=read, write_cache=write,
-                                   request_id=request_id(request), size=size)
+                                   request_id=request_id(request), size=size,
+                                   record=recorded_as(request))
     try:
         # A plain request runs to its end here; a stream is admitted and starts here.
         generation = await until_disconnect(request, textgen.open(openai_request))

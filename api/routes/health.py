@@ -21,7 +21,7 @@ async def health(textgen: TextGenDep) -> JSONResponse:
     await textgen.probe_dependencies()
     components = textgen.health()
     states = {c.get("status") for c in components.values() if isinstance(c, dict)}
-    status = "error" if "error" in states else "degraded" if states - {None, "ok"} else "ok"
+    status = "error" if "error" in states else "degraded" if states - {None, "ok", "off"} else "ok"
     body = Health(status=status, timestamp=time.time(), components=components)
     return JSONResponse(body.model_dump(), status_code=503 if status == "error" else 200)
 
