@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +21,26 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTGEN = Path(sys.executable).with_name("textgen")
+
+
+def die_with_pytest() -> Callable[[], None] | None:
+    """A Popen preexec_fn by which the child gets SIGTERM when pytest dies.
+
+    A test run killed outright (the OOM killer, a CI timeout) runs no fixture teardown: without
+    this its servers and their 3 GB engines outlive it and starve the next run of memory. The
+    kernel sends the signal when the thread that started the child ends, so only a child
+    started from pytest's main thread gets it (None from any other thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def ask_for_sigterm() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return ask_for_sigterm
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -36,7 +59,7 @@ def redis_server() -> Iterator[str]:
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_pytest(),
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -124,7 +147,8 @@ def lab_server(env: dict[str, str], *, token: str | None = "test-token",
     log_path = log_dir / f"lab-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(["nice", "-n", str(niceness), str(TEXTGEN), "serve"],
-                                env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                preexec_fn=die_with_pytest())
     server = LabServer(proc, port, metrics_port, token, log_path)
     try:
         _wait_ready(server, wait_model, timeout)

@@ -28,6 +28,8 @@ import orjson
 
 from textgen import DEFAULT_MODEL, Settings, TextGen
 
+from .processes import die_with_pytest
+
 MODEL_CACHE = Path.home() / ".cache" / "textgen" / "models"
 
 
@@ -111,7 +113,8 @@ class VllmServer:
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_pytest(),
             )
         server = cls(f"http://{host}:{port}", process, log)
         server.command = command
@@ -139,7 +142,8 @@ class VllmServer:
         self.stop()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, env=_vllm_env(), stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=die_with_pytest())
         return self.wait_ready(timeout)
 
     def kill(self) -> None:
