@@ -81,6 +81,10 @@ class OpenAIRequest:
         options = self.body.get("stream_options")
         return bool(self.stream and isinstance(options, dict) and options.get("include_usage"))
 
+    def kept_as(self, mode: str, experiment: str | None = None) -> OpenAIRequest:
+        """The same request, kept in the run store under `mode` (and an experiment)."""
+        return replace(self, record=mode, experiment=experiment)
+
     def with_body(self, **changes: Any) -> OpenAIRequest:
         """The same request with some body fields changed."""
         return replace(self, body={**self.body, **changes})

@@ -71,17 +71,21 @@ def sampling_options(max_tokens: float, temperature: float, top_p: float, n: flo
 
 
 def generation_request(model: str | None, mode: str, prompt: str | None,
-                       options: dict[str, Any], *, require_prompt: bool = True) -> OpenAIRequest:
-    """The request the playground sends, streamed: chat messages or a raw prompt."""
+                       options: dict[str, Any], *, require_prompt: bool = True,
+                       kept_as: str = "playground") -> OpenAIRequest:
+    """The request the playground sends, streamed: chat messages or a raw prompt, kept in the
+    run store under `kept_as` (History's mode)."""
     if not model:
         raise user_error("Pick a model first.")
     prompt = prompt or ""
     if require_prompt and not prompt.strip():
         raise user_error("Type a prompt first.")
     if mode == CHAT:
-        return OpenAIRequest.chat(model=model, messages=[{"role": "user", "content": prompt}],
-                                  **options, stream=True)
-    return OpenAIRequest.completion(model=model, prompt=prompt, **options, stream=True)
+        request = OpenAIRequest.chat(model=model, messages=[{"role": "user", "content": prompt}],
+                                     **options, stream=True)
+    else:
+        request = OpenAIRequest.completion(model=model, prompt=prompt, **options, stream=True)
+    return request.kept_as(kept_as)
 
 
 def probability_options(mode: str, show: bool, top: float, echo: bool) -> dict[str, Any]:
@@ -122,7 +126,8 @@ def chat_request(model: str | None, messages: list[dict[str, Any]],
     if int(options.get("n") or 1) > 1:
         raise user_error("A conversation continues from one reply: set n to 1, or use "
                          "Completion mode to sample several.")
-    return OpenAIRequest.chat(model=model, messages=messages, **options, stream=True)
+    return OpenAIRequest.chat(model=model, messages=messages, **options,
+                              stream=True).kept_as("playground")
 
 
 def settings_values(settings: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""The runs made in one browser tab: the researcher's lab notebook.
+"""The History tab's runs: the lab's run store (textgen.runs) as the researcher reads it.
 
-Each run is kept as a plain dict (JSON-ready, so the list downloads as JSONL as it is): when,
-which model and mode, the request body as it was sent, the reply, and its figures. The History
-tab shows them as a table, newest first, and reopens one into the playground.
+Every run the UI makes is kept by the core (the request as sent, its answer, figures, the
+model's identity), so History survives a page reload and a lab restart, and shows the runs of
+every page, the sweeps and the API requests that asked to be kept. This module turns kept runs
+into the table's rows, JSON Lines, and what the Playground shows again when one is reopened.
 """
 
 from __future__ import annotations
@@ -13,32 +14,20 @@ from typing import Any
 
 import pandas as pd
 
-from . import conversation
+from textgen.runs import RunRecord
 
-COLUMNS = ["#", "time", "model", "mode", "settings", "first words", "tokens", "latency", "cache",
+from . import conversation
+from .forms import CHAT, COMPLETION
+
+COLUMNS = ["id", "time", "model", "mode", "settings", "first words", "tokens", "latency", "cache",
            "status"]
-MAX_RUNS = 200  # per browser tab; the oldest go first
+SHOWN = 200  # rows in the table; the filters find older ones
 FIRST_WORDS = 48
+# Where a run came from, for the mode filter (the core's `OpenAIRequest.record` values).
+MODES = ["playground", "compare", "sweep", "api"]
 
 # Body fields that are the input or the transport, not settings.
 _NOT_SETTINGS = {"model", "messages", "prompt", "stream", "stream_options"}
-
-
-def entry(*, number: int, when: float, mode: str, body: dict[str, Any], reply: dict[str, Any] | str,
-          status: str, cache: str | None, prompt_tokens: int, completion_tokens: int,
-          seconds: float, ttft: float | None) -> dict[str, Any]:
-    """One run as the notebook keeps it; `reply` is the assistant message (chat) or the text."""
-    return {
-        "number": number, "time": when, "model": body.get("model"), "mode": mode,
-        "request": {k: v for k, v in body.items() if k not in ("stream", "stream_options")},
-        "reply": reply, "status": status, "cache": cache, "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens, "seconds": round(seconds, 4),
-        "ttft": None if ttft is None else round(ttft, 4),
-    }
-
-
-def added(runs: list[dict[str, Any]] | None, run: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*(runs or [])[-(MAX_RUNS - 1):], run]
 
 
 def settings_of(request: dict[str, Any]) -> dict[str, Any]:
@@ -72,13 +61,13 @@ def first_words(request: dict[str, Any]) -> str:
     return text if len(text) <= FIRST_WORDS else text[: FIRST_WORDS - 1] + "…"
 
 
-def frame(runs: list[dict[str, Any]] | None) -> pd.DataFrame:
-    """The runs as the History table shows them, newest first."""
+def frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """The runs as the History table shows them, in the order given (the store's: newest first)."""
     rows = [
-        [r["number"], dt.datetime.fromtimestamp(r["time"]).strftime("%H:%M:%S"), r["model"],
-         r["mode"], settings_text(r["request"]), first_words(r["request"]),
-         r["completion_tokens"], _seconds(r["seconds"]), r["cache"] or "", r["status"]]
-        for r in reversed(runs or [])
+        [r.id[:8], dt.datetime.fromtimestamp(r.created).strftime("%m-%d %H:%M:%S"), r.model,
+         r.mode, settings_text(r.request), first_words(r.request), r.completion_tokens,
+         _seconds(r.seconds), r.cache, r.status if r.error is None else f"{r.status}: {r.error}"]
+        for r in runs
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -87,32 +76,40 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def jsonl(runs: list[dict[str, Any]] | None) -> str:
-    """The notebook as JSON Lines, oldest first: one run per line."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in runs or [])
+def jsonl(runs: list[RunRecord]) -> str:
+    """The runs as JSON Lines, one run per line, in the table's order."""
+    return "".join(json.dumps(r.row(), ensure_ascii=False) + "\n" for r in runs)
 
 
-def find(runs: list[dict[str, Any]] | None, number: int) -> dict[str, Any] | None:
-    return next((r for r in runs or [] if r["number"] == number), None)
+def reply_of(run: RunRecord) -> dict[str, Any] | str:
+    """The assistant message (chat) or the text (completion) of a run's first choice."""
+    choices = (run.answer or {}).get("choices") or [{}]
+    if run.route == "chat":
+        return dict(choices[0].get("message") or {"role": "assistant", "content": ""})
+    return str(choices[0].get("text") or "")
 
 
-def reopened(run: dict[str, Any]) -> dict[str, Any]:
+def reopened(run: RunRecord) -> dict[str, Any]:
     """What the playground shows again for a run: mode, model, settings, and its input and
     reply (a conversation continues from the reply; a completion shows its text)."""
-    request = run["request"]
-    opened: dict[str, Any] = {"mode": run["mode"], "model": run["model"],
-                              "settings": settings_of(request)}
+    request = run.request
+    opened: dict[str, Any] = {"mode": CHAT if run.route == "chat" else COMPLETION,
+                              "model": run.model, "settings": settings_of(request)}
+    reply = reply_of(run)
     if "messages" in request:
         system = ""
         turns = [dict(m) for m in request["messages"]]
         if turns and turns[0].get("role") == "system":
             system = str(turns.pop(0).get("content") or "")
-        reply = run["reply"]
         if isinstance(reply, dict) and (reply.get("content") or reply.get("tool_calls")):
-            turns.append(reply)
+            # The turn as the conversation sends it on: vLLM's message also has null fields
+            # (refusal, annotations, reasoning) that are not part of a request's message.
+            turns.append({"role": "assistant", "content": reply.get("content"),
+                          **({"tool_calls": reply["tool_calls"]} if reply.get("tool_calls")
+                             else {})})
         opened.update(system=system, turns=turns)
     else:
         prompt = request.get("prompt")
         opened.update(prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
-                      output=run["reply"] if isinstance(run["reply"], str) else "")
+                      output=reply if isinstance(reply, str) else "")
     return opened

@@ -32,16 +32,17 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
     guard, engines = SweepGuard(), EngineHistory()
     with gr.Blocks(title="textgen lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
-        runs = gr.State([])  # this browser tab's runs, for the History tab
+        # Runs finished in this browser tab: History reads the run store again on each.
+        finished = gr.State(0)
         with gr.Tabs() as tabs:
             with gr.Tab("Playground", id="playground", elem_id="tab-playground") as playground_tab:
-                lab = playground.build(demo, textgen, stops, runs, api_base=api_base)
+                lab = playground.build(demo, textgen, stops, finished, api_base=api_base)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
                 compare.build(demo, textgen, stops)
             with gr.Tab("Benchmark", id="benchmark", elem_id="tab-benchmark") as benchmark_tab:
                 benchmark.build(demo, textgen, stops, guard, engines, benchmark_tab)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
-                history.build(runs, lab, tabs)
+                history.build(textgen, finished, lab, tabs, history_tab)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models_timer = models.build(demo, textgen, models_tab)
             with gr.Tab("Dashboards", id="dashboards", elem_id="tab-dashboards") as dashboards_tab:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import platform
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from textgen import OpenAIRequest, RateLimited, TextGen, TextGenError
+from textgen.runs import provenance
 
 from .alerts import user_message
 from .sweep import Measured, level_row
@@ -78,7 +79,7 @@ def about(textgen: TextGen, model: str) -> dict[str, str]:
         facts["dtype"] = "as the server runs it"
         facts["device"] = "the remote server's"
     else:
-        facts["engine"] = f"in-process vLLM {_vllm_version()}"
+        facts["engine"] = f"in-process {provenance.vllm_version() or 'vLLM'}"
         facts["dtype"] = str(getattr(engine, "dtype", None) or textgen.settings.DTYPE)
         facts["device"] = device(textgen)
     return facts
@@ -91,24 +92,7 @@ def device(textgen: TextGen) -> str:
         names = [g.name for g in probe.read()]
         return ", ".join(f"{names.count(n)}x {n}" if names.count(n) > 1 else n
                          for n in dict.fromkeys(names))
-    return f"CPU: {_cpu_name()} ({os.cpu_count()} cores), no GPU"
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _vllm_version() -> str:
-    try:
-        import vllm
-
-        return str(vllm.__version__)
-    except Exception:
-        return ""
+    return f"CPU: {provenance.cpu_name()} ({os.cpu_count()} cores), no GPU"
 
 
 async def prompts(textgen: TextGen, model: str, length: int, count: int,
@@ -125,12 +109,13 @@ async def prompts(textgen: TextGen, model: str, length: int, count: int,
     return [[rng.choice(pool) for _ in range(length)] for _ in range(count)]
 
 
-def request(model: str, prompt: list[int], output_len: int) -> OpenAIRequest:
+def request(model: str, prompt: list[int], output_len: int, sweep_id: str) -> OpenAIRequest:
     """One sweep request: the body `vllm bench serve` sends, never read from or written to the
-    cache."""
+    cache, kept in the run store as one of the sweep's runs."""
     body = {"model": model, "prompt": prompt, "repetition_penalty": 1.0, "max_tokens": output_len,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-    return OpenAIRequest("completions", body, read_cache=False, write_cache=False)
+    return OpenAIRequest("completions", body, read_cache=False, write_cache=False,
+                         record="sweep", experiment=sweep_id)
 
 
 async def measure(textgen: TextGen, request_: OpenAIRequest) -> Measured:
@@ -185,10 +170,11 @@ async def sweep(textgen: TextGen, model: str, levels: list[tuple[int, int]], inp
     level; a rate-limit refusal ends the sweep with the levels measured so far. Closing the
     generator (Stop) cancels the level that runs, and its requests are aborted in the engine."""
     progress = Progress(total=sum(n for _, n in levels))
+    sweep_id = f"sweep-{uuid.uuid4().hex[:12]}"
     all_prompts = await prompts(textgen, model, input_len, progress.total, seed)
     for concurrency, count in levels:
         progress.level = concurrency
-        batch = [request(model, all_prompts.pop(), output_len) for _ in range(count)]
+        batch = [request(model, all_prompts.pop(), output_len, sweep_id) for _ in range(count)]
         task = asyncio.create_task(run_level(textgen, batch, concurrency, progress))
         try:
             while not task.done():

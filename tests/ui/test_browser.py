@@ -3,8 +3,8 @@
 What a person does in the lab: log in, hold a conversation (system prompt, two turns,
 Regenerate, Edit, Stop, export and import), see token probabilities, get JSON for a schema,
 call a tool, continue a text and stop it, watch the engine panel, copy the request as code,
-compare two settings, run a benchmark sweep, reopen a run from the history, unload and load
-the model, and watch the dashboards. Screenshots of every view go to test-artifacts/ui/.
+compare two settings, run a benchmark sweep, reopen a kept run from the history (and find it in
+the next lab's), unload and load the model, and watch the dashboards. Screenshots of every view go to test-artifacts/ui/.
 
 Each test has a page of its own, signed in, with every control at its default, and sets up
 what it needs itself (a conversation is imported, a request is made over the API), so any one
@@ -25,12 +25,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.support.processes import lab_server
 from textgen import DEFAULT_MODEL
 from textgen.telemetry import NO_GPU_MESSAGE
 
@@ -700,7 +702,11 @@ def test_a_second_page_is_refused_while_a_sweep_runs(page: Any, lab: Any, browse
     assert page.inner_text("#bench-progress").startswith("Sweep stopped")
 
 
-def test_the_history_lists_this_tabs_runs_and_reopens_one(page: Any) -> None:
+# The History table's text: the newest run's first, so `indexOf` finds the newest run's row.
+HISTORY_ROWS = "() => document.querySelector('#hist-table').innerText"
+
+
+def test_the_history_keeps_the_runs_and_reopens_one(page: Any) -> None:
     page.fill("#pg-system textarea", PIRATE)
     set_slider(page, "#pg-max-tokens", 8)
     assert send(page, "And of Germany?")["status"] == "done"
@@ -708,19 +714,51 @@ def test_the_history_lists_this_tabs_runs_and_reopens_one(page: Any) -> None:
     page.fill("#pg-prompt textarea", "The sky is")
     assert run(page, "#pg-generate")["status"] == "done"
     page.click("#tab-history-button")
-    wait(page, "() => document.querySelector('#hist-count').innerText.startsWith('2 run(s)')")
+    # Newest first: the completion, then the conversation (earlier tests' runs below them).
+    wait(page, f"""() => {{ const t = ({HISTORY_ROWS})();
+                          const sky = t.indexOf('The sky is'), germany = t.indexOf('And of Germany?');
+                          return sky >= 0 && germany > sky; }}""")
     lines = download(page, "#hist-download").splitlines()
-    assert len(lines) == 2
-    requests = [json.loads(line)["request"] for line in lines]
-    assert requests[0]["messages"][-1]["content"] == "And of Germany?"
-    assert requests[1]["prompt"] == "The sky is"
+    newest = [json.loads(line) for line in lines[:2]]
+    assert newest[0]["request"]["prompt"] == "The sky is" and newest[0]["mode"] == "playground"
+    assert newest[1]["request"]["messages"][-1]["content"] == "And of Germany?"
+    assert newest[1]["answer"]["choices"][0]["message"]["content"]
     shot(page, "19-history")
+    # The text filter finds the conversation, and only runs that hold the text.
+    page.fill("#hist-text textarea", "Germany")
+    page.press("#hist-text textarea", "Enter")
+    wait(page, f"() => !({HISTORY_ROWS})().includes('The sky is')")
+    assert "And of Germany?" in page.inner_text("#hist-table")
     page.locator("#hist-table span.text", has_text="And of Germany?").first.click()
     page.wait_for_selector("#pg-chat", state="visible")
     wait(page, f"() => document.querySelectorAll('{MESSAGES}').length === 2")
     assert page.input_value("#pg-system textarea") == PIRATE
     assert bubbles(page)[0] == "And of Germany?"
     assert page.input_value("#pg-max-tokens input[type=number]") == "8"
+
+
+def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) -> None:
+    """The run store outlives the lab: a run kept by this lab is in the History of a second
+    lab process on the same data directory (one with no model of its own: it only reads)."""
+    marker = f"kept {uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{lab.url}/v1/completions", timeout=120,
+                   headers={"Authorization": f"Bearer {lab.token}", "X-Lab-Record": "1"},
+                   json={"model": DEFAULT_MODEL, "prompt": marker, "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    token = "second-lab"
+    with lab_server({"MODEL": "", "REDIS_URL": "", "TEXT_GEN_API_TOKEN": "",
+                     "METRICS_PORT": "0"}, token=token) as later:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        try:
+            login(page, SimpleNamespace(url=later.base_url, token=token))
+            page.click("#tab-history-button")
+            wait(page, f"() => ({HISTORY_ROWS})().includes('{marker}')")
+            assert "api" in page.inner_text("#hist-table")
+            shot(page, "20-history-next-lab")
+        finally:
+            context.close()
 
 
 def test_models_tab_unloads_and_loads_the_model(page: Any, lab: Any) -> None:

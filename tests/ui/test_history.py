@@ -1,17 +1,20 @@
-"""The tab's lab notebook: runs as rows, JSONL, and a run reopened into the playground."""
+"""History's rows, JSONL and reopening, from kept runs (textgen.runs.RunRecord)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from textgen.runs import RunRecord
 from ui import history
 
 
-def _run(number: int, request: dict, reply: object, mode: str = "Chat") -> dict:
-    return history.entry(number=number, when=1_795_000_000.0 + number, mode=mode,
-                         body={**request, "stream": True, "stream_options": {"include_usage": True}},
-                         reply=reply, status="done", cache="MISS", prompt_tokens=30,
-                         completion_tokens=12, seconds=0.6543, ttft=0.05)
+def _run(n: int, request: dict[str, Any], answer: dict[str, Any], route: str = "chat",
+         mode: str = "playground") -> RunRecord:
+    return RunRecord(model="m", route=route, mode=mode, status="ok", cache="MISS",
+                     request={**request, "stream": True, "stream_options": {"include_usage": True}},
+                     answer=answer, seconds=0.6543, created=1_795_000_000.0 + n, prompt_tokens=30,
+                     completion_tokens=12, ttft=0.05)
 
 
 CHAT = {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
@@ -21,57 +24,71 @@ CHAT = {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
 COMPLETION = {"model": "m", "prompt": "Once upon a time " * 10, "temperature": 0.0, "n": 2}
 
 
-def test_a_run_keeps_the_request_as_sent_without_the_transport() -> None:
-    run = _run(1, CHAT, {"role": "assistant", "content": "Blue."})
-    assert run["request"] == CHAT and run["seconds"] == 0.6543
-    assert history.settings_of(run["request"]) == {
+def chat_answer(content: str) -> dict[str, Any]:
+    # vLLM's message has null fields beside the content.
+    return {"object": "chat.completion", "choices": [{"index": 0, "message": {
+        "role": "assistant", "content": content, "refusal": None, "tool_calls": [],
+        "reasoning_content": None}, "finish_reason": "stop"}]}
+
+
+def completion_answer(text: str) -> dict[str, Any]:
+    return {"object": "text_completion", "choices": [{"index": 0, "text": text}]}
+
+
+def test_settings_are_the_body_less_input_and_transport() -> None:
+    run = _run(1, CHAT, chat_answer("Blue."))
+    assert history.settings_of(run.request) == {
         "temperature": 0.7, "max_tokens": 32, "logprobs": True, "top_logprobs": 3,
         "response_format": {"type": "json_object"}}
 
 
-def test_rows_newest_first_with_settings_and_first_words() -> None:
-    runs = [_run(1, CHAT, {"role": "assistant", "content": "Blue."}),
-            _run(2, COMPLETION, " there was", mode="Completion")]
+def test_rows_in_the_stores_order_with_settings_and_first_words() -> None:
+    runs = [_run(2, COMPLETION, completion_answer(" there was"), route="completions"),
+            _run(1, CHAT, chat_answer("Blue."))]
     frame = history.frame(runs)
     assert list(frame.columns) == history.COLUMNS
-    assert frame["#"].tolist() == [2, 1]
+    assert frame["id"].tolist() == [runs[0].id[:8], runs[1].id[:8]]
     chat = frame.iloc[1]
     assert chat["first words"] == "Name a colour, please."
     assert chat["settings"] == "temperature=0.7 max_tokens=32 logprobs json_object"
-    assert chat["latency"] == "654 ms" and chat["tokens"] == 12
+    assert chat["latency"] == "654 ms" and chat["tokens"] == 12 and chat["mode"] == "playground"
     completion = frame.iloc[0]
     assert completion["first words"].endswith("…") and len(completion["first words"]) == history.FIRST_WORDS
     assert history.frame([]).empty
 
 
-def test_jsonl_is_one_run_per_line_oldest_first() -> None:
-    runs = [_run(1, CHAT, {"role": "assistant", "content": "Blue."}), _run(2, COMPLETION, "x")]
-    lines = history.jsonl(runs).splitlines()
-    assert [json.loads(line)["number"] for line in lines] == [1, 2]
+def test_a_failed_run_shows_its_error() -> None:
+    run = RunRecord(model="m", route="chat", mode="api", status="rate_limit_exceeded",
+                    cache="BYPASS", request=CHAT, seconds=0.001, created=1.0,
+                    error="Rate limit reached")
+    assert history.frame([run]).iloc[0]["status"] == "rate_limit_exceeded: Rate limit reached"
+
+
+def test_jsonl_is_one_whole_run_per_line() -> None:
+    runs = [_run(2, CHAT, chat_answer("Blue.")), _run(1, COMPLETION, completion_answer("x"),
+                                                      route="completions")]
+    lines = [json.loads(line) for line in history.jsonl(runs).splitlines()]
+    assert [line["id"] for line in lines] == [r.id for r in runs]
+    assert lines[0]["answer"]["choices"][0]["message"]["content"] == "Blue."
     assert history.jsonl([]) == ""
 
 
-def test_the_notebook_keeps_the_latest_runs() -> None:
-    runs: list = []
-    for number in range(1, history.MAX_RUNS + 6):
-        runs = history.added(runs, _run(number, COMPLETION, "x", mode="Completion"))
-    assert len(runs) == history.MAX_RUNS and runs[0]["number"] == 6
-
-
 def test_a_chat_run_reopens_as_its_conversation_with_the_reply() -> None:
-    reply = {"role": "assistant", "content": "Blue."}
-    opened = history.reopened(_run(1, CHAT, reply))
+    opened = history.reopened(_run(1, CHAT, chat_answer("Blue.")))
     assert opened["mode"] == "Chat" and opened["model"] == "m"
     assert opened["system"] == "Be brief."
-    assert opened["turns"] == [CHAT["messages"][1], reply]
+    assert opened["turns"] == [CHAT["messages"][1], {"role": "assistant", "content": "Blue."}]
     assert opened["settings"]["top_logprobs"] == 3
     # A stopped run with nothing in its reply reopens as the question alone.
-    empty = history.reopened(_run(2, CHAT, {"role": "assistant", "content": ""}))
-    assert empty["turns"] == [CHAT["messages"][1]]
+    assert history.reopened(_run(2, CHAT, chat_answer("")))["turns"] == [CHAT["messages"][1]]
+    # So does a refused one, which has no answer at all.
+    refused = RunRecord(model="m", route="chat", mode="api", status="model_not_ready",
+                        cache="BYPASS", request=CHAT, seconds=0.0, created=1.0)
+    assert history.reopened(refused)["turns"] == [CHAT["messages"][1]]
 
 
 def test_a_completion_run_reopens_as_its_prompt_and_output() -> None:
-    opened = history.reopened(_run(1, COMPLETION, " there was", mode="Completion"))
+    opened = history.reopened(_run(1, COMPLETION, completion_answer(" there was"),
+                                   route="completions"))
+    assert opened["mode"] == "Completion"
     assert opened["prompt"] == COMPLETION["prompt"] and opened["output"] == " there was"
-    assert history.find([_run(1, COMPLETION, "x")], 1) is not None
-    assert history.find([], 1) is None

@@ -105,14 +105,14 @@ def _tool_label(turns: conversation.Turns) -> str | None:
 
 
 def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Dropdown,
-         controls: Controls, views: ReplyViews, runs: gr.State) -> None:
+         controls: Controls, views: ReplyViews, finished: gr.State) -> None:
     """Wire the chat view's events."""
     busy = [view.send, view.stop, view.regenerate, view.clear, view.send_tool]
     # The export is part of a reply's last update: a button that followed the conversation
     # only through `turns.change` would offer the previous conversation's file for a moment.
     outputs = [view.chatbot, view.turns, view.message, view.tool_row, view.tool_result,
-               view.sent_options, view.export, runs, *busy, *views.outputs()]
-    inputs = {model, view.system, view.turns, view.message, view.tool_result, runs,
+               view.sent_options, view.export, finished, *busy, *views.outputs()]
+    inputs = {model, view.system, view.turns, view.message, view.tool_result, finished,
               *controls.widgets()}
 
     def buttons(running: bool) -> dict[Any, Any]:
@@ -159,7 +159,7 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
                view.tool_result: gr.Textbox(value="", label=label or "Tool result"),
                view.sent_options: options,
                view.export: export_button(data[model], data[view.system], done, options),
-               runs: replies.noted(data[runs], run, forms.CHAT, answer),
+               finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
                **replies.final(views, run), **buttons(running=False)}
         if run.state == "error":
             gr.Warning(f"The reply was cut short: {run.error}", title="Generation failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import gradio as gr
@@ -91,13 +92,15 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     async def run(prompt_, mode_, max_tokens_, model_a, temp_a, top_p_a, seed_a,
                   model_b, temp_b, top_p_b, seed_b, request: gr.Request):
         runs = []
+        comparison = f"compare-{uuid.uuid4().hex[:12]}"  # the two runs, one experiment
         for model_id, temp, top_p, seed in ((model_a, temp_a, top_p_a, seed_a),
                                             (model_b, temp_b, top_p_b, seed_b)):
             options = {"max_tokens": int(max_tokens_), "temperature": float(temp),
                        "top_p": float(top_p)}
             if (parsed_seed := forms.parse_seed(seed)) is not None:
                 options["seed"] = parsed_seed
-            request_ = forms.generation_request(model_id, mode_, prompt_, options)
+            request_ = forms.generation_request(model_id, mode_, prompt_, options).kept_as(
+                "compare", comparison)
             runs.append(Run(textgen, request_, problem=readiness_problem(textgen, model_id)))
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow(runs, stop_event):

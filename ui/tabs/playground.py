@@ -46,7 +46,7 @@ def api_base_of(request: gr.Request | None, fallback: str | None) -> str:
     return f"{scheme}://{host}/v1"
 
 
-def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, runs: gr.State, *,
+def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.State, *,
           api_base: str | None) -> Playground:
     """Lay out the tab inside the current Blocks context and wire its events."""
     auth = bool(textgen.settings.api_tokens())
@@ -155,7 +155,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, runs: gr.State,
                        **replies.live(views, current)}
         start, stop_ = buttons(running=False)
         yield {output: current.output(), generate: start, stop: stop_,
-               runs: replies.noted(data[runs], current, forms.COMPLETION, current.output()),
+               finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
                **replies.final(views, current)}
         if current.state == "error":
             raise user_error(current.error or "The generation failed.", title="Generation failed")
@@ -176,10 +176,10 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, runs: gr.State,
     mode.change(shown, mode, [chat_view.column, completion], queue=False, show_progress="hidden")
     gr.on([c.change for c in code_inputs], code, code_inputs, [curl, httpx, openai],
           show_progress="hidden", queue=False, trigger_mode="always_last")
-    generate.click(run, {model, prompt, runs, *settings.widgets()},
-                   [output, generate, stop, runs, *views.outputs()],
+    generate.click(run, {model, prompt, finished, *settings.widgets()},
+                   [output, generate, stop, finished, *views.outputs()],
                    concurrency_limit=None, show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
-    chat.wire(chat_view, textgen, stops, model=model, controls=settings, views=views, runs=runs)
+    chat.wire(chat_view, textgen, stops, model=model, controls=settings, views=views, finished=finished)
     return Playground(model, last_model, mode, prompt, output, completion, chat_view, settings,
                       views)

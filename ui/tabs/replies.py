@@ -3,13 +3,12 @@ tokens coloured by probability, and a JSON reply parsed."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from .. import history, logprobs, structured
+from .. import logprobs, structured
 from ..streaming import FIGURES_CSS, Run, figures_html
 
 
@@ -65,20 +64,3 @@ def cleared(views: ReplyViews) -> dict[Any, Any]:
     return {views.figures: figures_html({"status": "ready"}), views.tokens: gr.HTML(visible=False),
             views.parsed: gr.JSON(visible=False), views.parsed_note: gr.Markdown(visible=False)}
 
-
-def noted(runs: list[dict[str, Any]] | None, run: Run, mode: str,
-          reply: dict[str, Any] | str) -> list[dict[str, Any]]:
-    """The tab's run history with `run` added (the History tab reads it)."""
-    gen = run.generation
-    elapsed = (run.ended or run.started) - run.started
-    entry = history.entry(
-        number=(runs[-1]["number"] + 1) if runs else 1, when=time.time(), mode=mode,
-        body=run.request.body, reply=reply,
-        status=run.state if run.state != "error" else f"error: {run.error}",
-        cache=gen.cache_status if gen is not None else None,
-        prompt_tokens=gen.prompt_tokens if gen is not None else 0,
-        completion_tokens=gen.completion_tokens if gen is not None else 0,
-        seconds=(gen.timing.total if gen is not None and gen.timing.total else elapsed),
-        ttft=gen.timing.time_to_first_token if gen is not None else None,
-    )
-    return history.added(runs, entry)
