@@ -79,6 +79,16 @@ async def test_filters_by_model_mode_text_experiment_and_page(store: RunStore) -
         "café au lait", "Lisbon is the capital"]
 
 
+async def test_runs_as_a_dataframe(store: RunStore) -> None:
+    store.add(run(1, model="a"))
+    store.add(run(2, model="b"))
+    frame = await store.frame(model="b")
+    assert frame["model"].tolist() == ["b"] and frame["text"].tolist() == ["answer 2"]
+    assert str(frame["created"].dtype).startswith("datetime64")
+    assert frame["request"][0]["messages"][0]["content"] == "question 2"
+    assert (await store.frame(model="nobody")).empty
+
+
 async def test_a_run_is_readable_before_it_is_written(store: RunStore) -> None:
     store.flush_seconds = 5.0  # the writer waits: the run stays in the buffer a while
     record = run(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import Text, cast, delete, event, func, insert, or_, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -228,6 +230,14 @@ class RunStore:
         found = {r.id: r for r in waiting}
         found.update((row["id"], RunRecord(**row)) for row in rows)
         return sorted(found.values(), key=lambda r: r.created, reverse=True)[:limit]
+
+    async def frame(self, **filters: Any) -> pd.DataFrame:
+        """The runs `runs(**filters)` finds, as a DataFrame for a notebook: one row per run,
+        `created` as a time, the request and answer as dicts."""
+        rows = [r.row() for r in await self.runs(**filters)]
+        frame = pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(RunRecord)])
+        frame["created"] = pd.to_datetime(frame["created"], unit="s")
+        return frame
 
     async def get(self, run_id: str) -> RunRecord:
         for record in (*self._writing, *self._pending):
