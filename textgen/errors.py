@@ -19,6 +19,7 @@
      ├── GenerationFailed        the engine failed while generating (500)
      ├── ModelLoadFailed         a model's engine could not start: its folder or flags (500)
      ├── RunNotFound             no kept run with that id (404)
+     ├── ExperimentNotFound      no experiment (evaluation) with that id (404)
      └── RunStoreUnavailable     the run store is off or its database is down (503)
 
     InvalidTransition            a model's status asked to make a move its table forbids: a bug
@@ -151,6 +152,10 @@ class ModelLoadFailed(TextGenError):
 
 class RunNotFound(TextGenError):
     code = "run_not_found"
+
+
+class ExperimentNotFound(TextGenError):
+    code = "experiment_not_found"
 
 
 class RunStoreUnavailable(TextGenError):

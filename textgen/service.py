@@ -32,6 +32,7 @@ from .engine_stats import EngineReading
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, TextGenError
+from .experiments import Evaluations
 from .generation import Generation
 from .metrics import Metrics
 from .models import EngineLifecycle, ModelInfo, ModelRegistry, ModelState
@@ -88,6 +89,7 @@ class TextGen:
                              max_age_days=s.RUNS_MAX_AGE_DAYS, max_runs=s.RUNS_MAX_RUNS)
         self.pipeline = Pipeline(s, self.models, self.lifecycle, self.cache, self.limiter,
                                  self.metrics, self.tracing, self.runs)
+        self.evaluations = Evaluations(self)
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
@@ -114,6 +116,8 @@ class TextGen:
         watch = asyncio.create_task(self._log_readiness(), name="readiness log")
         self._background.add(watch)
         watch.add_done_callback(self._background.discard)
+        # Evaluations a stopped lab left running go on once the default model is in.
+        self._in_background(self._resume_evaluations(), "resume evaluations")
         if s.MODEL:
             load = asyncio.create_task(self.lifecycle.load(s.MODEL), name="load default model")
             self._background.add(load)
@@ -150,6 +154,10 @@ class TextGen:
         self.limiter = RateLimiter(
             self.redis, CircuitBreaker("redis rate limiter", reply_errors=replies))
 
+    async def _resume_evaluations(self) -> None:
+        await self.wait_ready()
+        await self.evaluations.resume()
+
     async def wait_ready(self) -> None:
         """Wait until the default model has loaded (or failed)."""
         loads = [t for t in self._background if t.get_name() == "load default model"]
@@ -170,6 +178,7 @@ class TextGen:
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:
+        await self.evaluations.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

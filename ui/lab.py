@@ -10,7 +10,7 @@ from textgen import TextGen
 from .engine_panel import EngineHistory
 from .streaming import StopButtons
 from .sweep_runner import SweepGuard
-from .tabs import benchmark, compare, dashboards, history, models, playground
+from .tabs import benchmark, compare, dashboards, evaluate, history, models, playground
 
 HEADER = """\
 ## textgen lab
@@ -41,6 +41,8 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
                 compare.build(demo, textgen, stops)
             with gr.Tab("Benchmark", id="benchmark", elem_id="tab-benchmark") as benchmark_tab:
                 benchmark.build(demo, textgen, stops, guard, engines, benchmark_tab)
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as evaluate_tab:
+                evaluate.build(textgen)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 history.build(textgen, finished, lab, tabs, history_tab)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
@@ -48,7 +50,8 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
             with gr.Tab("Dashboards", id="dashboards", elem_id="tab-dashboards") as dashboards_tab:
                 dashboards_timer = dashboards.build(demo, textgen, dashboards_tab, engines)
         _run_timers_while_shown(
-            {playground_tab: [], compare_tab: [], benchmark_tab: [], history_tab: [],
+            {playground_tab: [], compare_tab: [], benchmark_tab: [], evaluate_tab: [],
+             history_tab: [],
              models_tab: [models_timer], dashboards_tab: [dashboards_timer]}
         )
     return demo

@@ -55,8 +55,8 @@ def images_of(nb: nbformat.NotebookNode) -> int:
                for cell in nb.cells for out in cell.get("outputs", []))
 
 
-def test_there_are_the_four_notebooks() -> None:
-    assert [n[:2] for n in ALL] == ["01", "02", "03", "04"], ALL
+def test_there_are_the_five_notebooks() -> None:
+    assert [n[:2] for n in ALL] == ["01", "02", "03", "04", "05"], ALL
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -110,3 +110,13 @@ def test_gpu_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     else:
         assert "no NVIDIA GPU detected" in out and "skipping the GPU plots" in out
 
+
+
+@pytest.mark.engine
+def test_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = execute("05_evaluation.ipynb", monkeypatch)
+    assert images_of(nb) >= 1  # score with intervals, score against latency
+    out = text_of(nb)
+    assert "('done', 16, 16)" in out  # 8 items x 2 configurations, each scored once
+    assert "ci_low" in out and "one word" in out and "disagree" in out
+    assert "['capitals.csv', 'capitals.parquet'] runs kept: 16" in out

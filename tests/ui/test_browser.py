@@ -761,6 +761,20 @@ def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) ->
             context.close()
 
 
+def test_an_evaluation_runs_from_the_evaluate_tab(page: Any) -> None:
+    page.click("#tab-evaluate-button")
+    page.wait_for_selector("#eval-dataset textarea")
+    assert "capital of France" in page.input_value("#eval-dataset textarea")  # a sample to run
+    page.click("#eval-run")
+    wait(page, "() => document.querySelector('#eval-progress').innerText.startsWith('Done')")
+    assert "6 of 6 answers scored" in page.inner_text("#eval-progress")
+    assert "temperature=0" in page.inner_text("#eval-summary")
+    assert "Paris" in page.inner_text("#eval-items")
+    lines = download(page, "#eval-download").splitlines()
+    assert lines[0].startswith("config,item,") and len(lines) == 7
+    shot(page, "21-evaluate")
+
+
 def test_models_tab_unloads_and_loads_the_model(page: Any, lab: Any) -> None:
     page.click("#tab-models-button")
     table = page.locator("#models-table")

@@ -25,11 +25,12 @@ def _settings(**overrides: object) -> Settings:
     return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 
 
-def test_build_ui_returns_blocks_with_the_six_tabs() -> None:
+def test_build_ui_returns_blocks_with_the_seven_tabs() -> None:
     demo = build_ui(TextGen(_settings()))
     assert isinstance(demo, gr.Blocks)
     tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
-    assert {"Playground", "Compare", "Benchmark", "History", "Models", "Dashboards"} <= set(tabs)
+    assert {"Playground", "Compare", "Benchmark", "Evaluate", "History", "Models",
+            "Dashboards"} <= set(tabs)
 
 
 def test_the_benchmark_plan_shows_the_requests_beside_the_rate_limit() -> None:

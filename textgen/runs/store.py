@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Text, cast, delete, event, func, insert, or_, select
+from sqlalchemy import Text, cast, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..errors import RunNotFound, RunStoreUnavailable
+from ..errors import ExperimentNotFound, RunNotFound, RunStoreUnavailable
 from ..metrics import Metrics
 from . import migrate
 from .record import RunRecord
-from .tables import RunRow
+from .tables import ExperimentRow, RunRow, ScoreRow
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +265,54 @@ class RunStore:
         return len(buffered) + (result.rowcount or 0)
 
     async def delete_experiment(self, experiment: str) -> int:
+        """Delete an experiment: its runs, its scores and its definition; how many runs."""
         buffered = [r for r in self._pending if r.experiment == experiment]
         for record in buffered:
             self._pending.remove(record)
         async with self._connection("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.experiment == experiment))
+            await conn.execute(delete(ScoreRow).where(ScoreRow.experiment == experiment))
+            await conn.execute(delete(ExperimentRow).where(ExperimentRow.id == experiment))
         return len(buffered) + (result.rowcount or 0)
+
+    # --- experiments: written at once, not buffered (an evaluation resumes from them) ---------
+
+    async def save_experiment(self, values: dict[str, Any]) -> None:
+        async with self._connection("experiment") as conn:
+            await conn.execute(insert(ExperimentRow), [values])
+
+    async def update_experiment(self, experiment: str, **values: Any) -> None:
+        async with self._connection("experiment") as conn:
+            await conn.execute(update(ExperimentRow).where(ExperimentRow.id == experiment)
+                               .values(**values))
+
+    async def experiment(self, experiment: str) -> dict[str, Any]:
+        async with self._connection("read") as conn:
+            row = (await conn.execute(select(ExperimentRow).where(
+                ExperimentRow.id == experiment))).mappings().first()
+        if row is None:
+            raise ExperimentNotFound(f"No experiment with id '{experiment}'.")
+        return dict(row)
+
+    async def experiments(self, *, kind: str | None = None, status: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        query = select(ExperimentRow).order_by(ExperimentRow.created.desc()).limit(limit)
+        if kind:
+            query = query.where(ExperimentRow.kind == kind)
+        if status:
+            query = query.where(ExperimentRow.status == status)
+        async with self._connection("read") as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
+
+    async def add_scores(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            async with self._connection("experiment") as conn:
+                await conn.execute(insert(ScoreRow), rows)
+
+    async def scores(self, experiment: str) -> list[dict[str, Any]]:
+        query = select(ScoreRow).where(ScoreRow.experiment == experiment)
+        async with self._connection("read") as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     @contextlib.asynccontextmanager
     async def _connection(self, operation: str):  # type: ignore[no-untyped-def]

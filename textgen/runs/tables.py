@@ -1,4 +1,9 @@
-"""The run store's tables, as SQLAlchemy declares them; Alembic's migrations create them."""
+"""The run store's tables, as SQLAlchemy declares them; Alembic's migrations create them.
+
+    runs          every kept request and its answer (textgen.runs.store)
+    experiments   an evaluation (or later a comparison): its definition, state and summary
+    scores        one configuration's answer to one item of an evaluation, scored
+"""
 
 from __future__ import annotations
 
@@ -54,3 +59,37 @@ class RunRow(Base):
         Index("ix_runs_model_created", "model", "created"),
         Index("ix_runs_experiment", "experiment"),
     )
+
+
+class ExperimentRow(Base):
+    """An evaluation: what it runs (`spec`: dataset, configurations, scorer), where it is."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str] = mapped_column(String(256), nullable=False)
+    created: Mapped[float] = mapped_column(Float, nullable=False)
+    # queued, running, done, cancelled, failed; `running` after a restart means "resume it".
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(Document, nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    finished: Mapped[float | None] = mapped_column(Float)
+
+
+class ScoreRow(Base):
+    """One configuration's answer to one dataset item, and its score (None: not scorable)."""
+
+    __tablename__ = "scores"
+
+    experiment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config: Mapped[str] = mapped_column(String(256), primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The kept run's request_id (runs.request_id): the answer whole, with its figures.
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    output: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    score: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -1,0 +1,78 @@
+"""An evaluation's life around its engine (fake engines, tests/support/fake_engines.py, which
+can hold a request on demand): stopped with the lab and resumed by the next, or cancelled. The
+same on the real engine, killed with SIGKILL: tests/api/test_evaluations.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tests.support.fake_engines import FakeStarter
+from textgen import Settings, TextGen
+from textgen.experiments import Config, EvaluationSpec, datasets
+
+MODEL = "local/fake"
+# The fake engine holds the prompt "hold" until released.
+ITEMS = datasets.parse('{"prompt": "a", "reference": "world"}\n'
+                       '{"prompt": "hold", "reference": "world"}\n'
+                       '{"prompt": "c", "reference": "nope"}\n', "jsonl")
+
+
+def lab(folder: Path) -> tuple[TextGen, FakeStarter]:
+    starter = FakeStarter()
+    settings = Settings(MODEL=MODEL, MODEL_PATHS={MODEL: folder}, VLLM_ENDPOINT="",
+                        METRICS_PORT=0, LAB_DATA_DIR=folder, UNLOAD_DRAIN_SECONDS=0.1)
+    return TextGen(settings, engine_starter=starter.start), starter
+
+
+def spec() -> EvaluationSpec:
+    return EvaluationSpec(configs=[Config(model=MODEL, name="fake")], items=ITEMS,
+                          scorer="contains", route="completions", concurrency=1)
+
+
+async def until(check, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "the awaited state never came"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stopped_lab_leaves_it_running_and_the_next_one_finishes_it(tmp_path: Path) -> None:
+    first, starter = lab(tmp_path)
+    await first.start()
+    experiment = await first.evaluations.start(spec())
+    await asyncio.wait_for(starter.engines[0].holding.wait(), 10)  # "a" done, "hold" held
+    await first.close()
+    second, again = lab(tmp_path)
+    await second.start()
+    # The first lab left it `running`: the next one's to finish (its engine holds "hold" yet).
+    assert (await second.runs.experiment(experiment))["status"] == "running"
+    again.engines[0].release.set()
+
+    async def ended() -> bool:
+        return (await second.evaluations.status(experiment))["status"] != "running"
+
+    await until(ended)
+    results = await second.evaluations.results(experiment)
+    await second.close()
+    assert sorted(results.items["item"]) == ["0", "1", "2"]
+    assert results.items.set_index("item")["score"].to_dict() == {"0": 1.0, "1": 1.0, "2": 0.0}
+    # What the first lab scored was not asked again.
+    assert [b["prompt"] for b in starter.engines[0].requests] == ["a", "hold"]
+    assert [b["prompt"] for b in again.engines[0].requests] == ["hold", "c"]
+
+
+async def test_cancel_keeps_what_was_scored(tmp_path: Path) -> None:
+    tg, starter = lab(tmp_path)
+    await tg.start()
+    try:
+        experiment = await tg.evaluations.start(spec())
+        await asyncio.wait_for(starter.engines[0].holding.wait(), 10)
+        await tg.evaluations.cancel(experiment)
+        state = await tg.evaluations.status(experiment)
+        assert state["status"] == "cancelled" and state["finished"] is not None
+        assert (await tg.evaluations.results(experiment)).items["item"].tolist() == ["0"]
+        assert starter.engines[0].held == 0  # the held request was ended with it
+    finally:
+        await tg.close()
