@@ -24,7 +24,7 @@ COLUMNS = ["id", "time", "model", "mode", "settings", "first words", "tokens", "
 SHOWN = 200  # rows in the table; the filters find older ones
 FIRST_WORDS = 48
 # Where a run came from, for the mode filter (the core's `OpenAIRequest.record` values).
-MODES = ["playground", "compare", "sweep", "api"]
+MODES = ["playground", "compare", "sweep", "evaluation", "api", "notebook"]
 
 # Body fields that are the input or the transport, not settings.
 _NOT_SETTINGS = {"model", "messages", "prompt", "stream", "stream_options"}

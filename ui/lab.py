@@ -42,7 +42,7 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
             with gr.Tab("Benchmark", id="benchmark", elem_id="tab-benchmark") as benchmark_tab:
                 benchmark.build(demo, textgen, stops, guard, engines, benchmark_tab)
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as evaluate_tab:
-                evaluate.build(textgen)
+                evaluate.build(textgen, evaluate_tab)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 history.build(textgen, finished, lab, tabs, history_tab)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:

@@ -23,7 +23,7 @@ SAMPLE = "".join(
 SCORERS = [n for n in NAMES if n != "json_schema"]  # a schema is for the API and notebooks
 
 
-def build(textgen: TextGen) -> None:
+def build(textgen: TextGen, tab: gr.Tab) -> None:
     """Lay out the tab inside the current Blocks context and wire its events."""
     gr.Markdown("Ask every configuration (model × temperature, with an optional system prompt) "
                 "every item of a dataset, score the answers, and compare. It runs in the "
@@ -107,6 +107,12 @@ def build(textgen: TextGen) -> None:
             await textgen.evaluations.cancel(experiment)
 
     cancel.click(stop, current, None, show_progress="hidden")
+
+    def models_now(chosen: list[str] | None) -> gr.Dropdown:
+        # The statuses in the labels change (a model loads): read them when the tab is shown.
+        return gr.Dropdown(choices=picker.choices(textgen.list_models()), value=chosen)
+
+    tab.select(models_now, models, models, show_progress="hidden", queue=False)
 
 
 def _spec(text: str, file: str | None, models: list[str] | None, temps: str, system: str,
