@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import write_section  # noqa: E402
 from benchmarks.vllm_bench_parity import TOKEN, free_port, started  # noqa: E402
+from benchmarks.vllm_bench_parity import bench as parity_bench  # noqa: E402
 from textgen import DEFAULT_MODEL, Settings, embedded  # noqa: E402
 
 SECTION = "## Kept runs: what recording costs"
@@ -43,25 +44,7 @@ HIT = {"model": DEFAULT_MODEL, "prompt": "Escreva um poema sobre o mar", "max_to
 
 def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int,
           record: bool) -> dict[str, float]:
-    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")  # a client only: see vllm_bench_parity
-    from vllm.benchmarks.serve import add_cli_args, main
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    parser = FlexibleArgumentParser()
-    add_cli_args(parser)
-    bench_args = parser.parse_args([
-        "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
-        "--model", DEFAULT_MODEL, "--tokenizer", str(folder),
-        "--dataset-name", "random", "--random-input-len", str(args.input_len),
-        "--random-output-len", str(args.output_len), "--ignore-eos",
-        "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
-        "--seed", str(seed), "--header", "Cache-Control=no-cache, no-store",
-        f"X-Lab-Record={1 if record else 0}", "--disable-tqdm",
-    ])
-    os.environ["OPENAI_API_KEY"] = TOKEN
-    result = main(bench_args)
-    return {"completed": result["completed"], "failed": result["failed"],
-            "output_throughput": result["output_throughput"]}
+    return parity_bench(base_url, folder, args, seed, (f"X-Lab-Record={1 if record else 0}",))
 
 
 def hits(base_url: str, count: int) -> dict[str, float]:

@@ -78,7 +78,9 @@ def started(command: list[str], env: dict[str, str], ready_url: str, name: str) 
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
+def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int,
+          headers: tuple[str, ...] = ()) -> dict[str, float]:
+    """One `vllm bench serve` run (no cache; `headers`: more KEY=VALUE headers to send)."""
     # This process runs vLLM's client only. Without an engine started in it, vLLM's platform
     # check can miss the CPU build and import kernels built for AVX-512, which die of SIGILL
     # on a CPU without it; naming the CPU target is right for a client on any machine.
@@ -94,7 +96,8 @@ def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int) -> d
         "--dataset-name", "random", "--random-input-len", str(args.input_len),
         "--random-output-len", str(args.output_len), "--ignore-eos",
         "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
-        "--seed", str(seed), "--header", "Cache-Control=no-cache, no-store", "--disable-tqdm",
+        "--seed", str(seed), "--header", "Cache-Control=no-cache, no-store", *headers,
+        "--disable-tqdm",
     ])
     os.environ["OPENAI_API_KEY"] = TOKEN  # how vLLM's client sends its bearer token
     result = main(bench_args)
