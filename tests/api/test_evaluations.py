@@ -21,6 +21,8 @@ from tests.api.test_protocol import LM_EVAL, run_lm_eval
 from tests.support.processes import LabServer, lab_server
 from textgen import DEFAULT_MODEL
 
+pytestmark = pytest.mark.engine
+
 CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
             ("Germany", "Berlin"), ("Egypt", "Cairo")]
 DATASET = "".join(json.dumps({"question": f"What is the capital of {country}?",

@@ -14,6 +14,8 @@ import pytest
 from tests.support.processes import LabServer
 from textgen import DEFAULT_MODEL
 
+pytestmark = pytest.mark.engine
+
 KEEP = {"X-Lab-Record": "1"}
 
 
