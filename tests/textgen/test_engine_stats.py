@@ -173,8 +173,8 @@ def test_the_routing_load_and_the_panel_read_one_parse_of_the_page() -> None:
     families = engine_stats.parse_metrics(METRICS.encode())
     load = server_load(families, ours=2, read_at=1.0)
     assert (load.running, load.waiting, load.foreign()) == (5.0, 1.0, 4)
-    # Summed over label sets, as /health has always shown it (the panel averages the engines').
-    assert load.kv_cache_usage == 0.75
+    # A share of each engine's cache: averaged over the engines, as the panel shows it.
+    assert load.kv_cache_usage == 0.375
     assert (load.prefix_cache_queries, load.prefix_cache_hits) == (2880.0, 1920.0)
     assert load.prefix_cache_hit_rate() == 0.6667
     [reading] = [r for r in engine_stats.readings(families, "x") if r.model == MODEL]

@@ -51,13 +51,21 @@ _FIELDS = {name: field for name, field in {**GAUGES, **COUNTERS}.items()
 
 def server_load(families: Iterable[Metric], *, ours: int = 0, read_at: float = 0.0) -> ServerLoad:
     """The load gauges and prefix-cache counters of a parsed page, summed over their label sets
-    (models and data-parallel engines)."""
+    (models and data-parallel engines); the KV cache's usage, a share of each engine's cache,
+    averaged over them, as the engine panel shows it (a sum could pass 100%)."""
     values: dict[str, float] = {}
+    shares: list[float] = []
     for family in families:
         field = _FIELDS.get(family.name.removesuffix("_total"))
         if field is None:
             continue
         for sample in family.samples:
-            if not sample.name.endswith("_created"):
+            if sample.name.endswith("_created"):
+                continue
+            if field == "kv_cache_usage":
+                shares.append(sample.value)
+            else:
                 values[field] = values.get(field, 0.0) + sample.value
+    if shares:
+        values["kv_cache_usage"] = sum(shares) / len(shares)
     return ServerLoad(**values, ours=ours, read_at=read_at)
