@@ -79,6 +79,20 @@ async def test_filters_by_model_mode_text_experiment_and_page(store: RunStore) -
         "café au lait", "Lisbon is the capital"]
 
 
+async def test_an_item_scored_twice_keeps_its_first_score(store: RunStore) -> None:
+    """Two replicas resuming one evaluation both score an item: no error, one score."""
+    await store.save_experiment({"id": "e", "kind": "evaluation", "name": "e", "created": 1.0,
+                                 "status": "running", "error": None, "spec": {}, "total": 1,
+                                 "finished": None})
+    row = {"experiment": "e", "config": "c", "item": "0", "request_id": "r1", "output": "a",
+           "score": 1.0, "status": "ok", "seconds": 0.1, "completion_tokens": 1}
+    await store.add_scores([row])
+    await store.add_scores([{**row, "request_id": "r2", "score": 0.0}])
+    assert [(s["request_id"], s["score"]) for s in await store.scores("e")] == [("r1", 1.0)]
+    await store.delete_experiment("e")
+    assert await store.scores("e") == []
+
+
 async def test_runs_as_a_dataframe(store: RunStore) -> None:
     store.add(run(1, model="a"))
     store.add(run(2, model="b"))

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Text, cast, delete, event, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -305,9 +307,13 @@ class RunStore:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def add_scores(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            async with self._connection("experiment") as conn:
-                await conn.execute(insert(ScoreRow), rows)
+        """Keep scores; an item already scored (by another replica resuming the same
+        evaluation) keeps its first score."""
+        if not rows:
+            return
+        async with self._connection("experiment") as conn:
+            dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+            await conn.execute(dialect(ScoreRow).on_conflict_do_nothing(), rows)
 
     async def scores(self, experiment: str) -> list[dict[str, Any]]:
         query = select(ScoreRow).where(ScoreRow.experiment == experiment)
