@@ -81,60 +81,54 @@ class Pipeline:
     async def open(self, request: OpenAIRequest) -> Generation:
         """Admit a request and start it: raises typed errors before any output is produced.
 
-        A plain request comes back finished; a streamed one comes back ready to read.
+        A plain request comes back finished; a streamed one comes back ready to read. Either
+        way the request ends in one place, its scope's `end` (RequestScope).
         """
+        scope = RequestScope(self, request)
         model = request.model
-        label = model if model in self.models.entries else "_unknown"
-        span = self.tracing.request(label)
-        timing = Timing(started=time.monotonic())
         try:
             if self.draining:
                 raise ShuttingDown("The lab is stopping; send the request to another replica.")
             self.models.check_servable(model)
             if not self.settings.CACHE_SAMPLED and request.sampled:
-                request = replace(request, read_cache=False, write_cache=False)
+                request = scope.request = replace(request, read_cache=False, write_cache=False)
             weights = await self.cache_identity(model)
             key = (cache_key(request, weights) if request.size < OFF_LOOP_BYTES
                    else await asyncio.to_thread(cache_key, request, weights))
             status: CacheStatus = "BYPASS"
             if request.read_cache:
-                with span.child("cache.lookup"):
+                with scope.span.child("cache.lookup"):
                     status, cached = await self._lookup(key, model)
                 if cached is not None:
-                    return await self._hit(request, cached, timing, span)
+                    return await self._hit(scope, cached)
                 flight = self.flights.get(key)
                 if flight is not None and not flight.done:
-                    return await self._follow(request, flight, timing, span)
+                    return await self._follow(scope, flight)
             engine = await self.engine(model)
             admission = self.models.entry(model).admission
             # Admission checks come before the limiter, so a client that honours a 503's
             # Retry-After does not spend its own quota; the slot is held meanwhile.
             admission.admit(self.settings.MAX_CONCURRENT_REQUESTS)
             try:
-                with span.child("rate_limit"):
+                with scope.span.child("rate_limit"):
                     rate = await self._admit(model)
             except BaseException:
                 admission.release()
                 raise
-            return await self._generate(request, engine, admission, status, rate, timing, key,
-                                        span)
+            return await self._generate(scope, engine, admission, status, rate, key)
         except TextGenError as exc:
-            self.metrics.errors.labels(label, exc.code).inc()
-            self._record(model, "BYPASS", exc.code, timing, None)
-            if request.record:
-                self._keep(request, exc.code, "BYPASS", timing, None, exc.message)
-            span.end(error=exc.code)
+            scope.end(None, exc)  # refused before any output
             raise
 
     # --- the three ways to an answer --------------------------------------------------------
 
-    async def _generate(self, request: OpenAIRequest, engine: Engine, admission: Admission,
-                        status: CacheStatus, rate: RateDecision, timing: Timing, key: str,
-                        span: Trace) -> Generation:
+    async def _generate(self, scope: RequestScope, engine: Engine, admission: Admission,
+                        status: CacheStatus, rate: RateDecision, key: str) -> Generation:
         """A new generation (a Flight), read by this request first."""
+        request = scope.request
         model = request.model
         request_id = request.request_id or uuid.uuid4().hex
-        span.start_generation()  # ends with the request, in _finish
+        scope.span.start_generation()  # ends with the request, in its scope's end
         self.metrics.in_flight.labels(model).inc()
 
         async def ended(flight: Flight) -> None:
@@ -145,54 +139,47 @@ class Pipeline:
         flight = Flight(request.endpoint, lambda: engine.generate(request, request_id), ended)
         if request.read_cache:
             self.flights[key] = flight  # identical requests from now on read this one
-        return await self._read(request, flight.join(), flight, status, rate, timing, span)
+        return await self._read(scope, flight.join(), flight, status, rate)
 
-    async def _follow(self, request: OpenAIRequest, flight: Flight, timing: Timing,
-                      span: Trace) -> Generation:
+    async def _follow(self, scope: RequestScope, flight: Flight) -> Generation:
         """An identical request is being generated: read it too, under an id of our own."""
+        request = scope.request
         self.metrics.shared.labels(request.model).inc()
         answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
         reader = flight.join(lambda chunk: renamed(chunk, answer_id, created))
-        return await self._read(request, reader, flight, "SHARED", None, timing, span)
+        return await self._read(scope, reader, flight, "SHARED", None)
 
-    async def _hit(self, request: OpenAIRequest, cached: Answer, timing: Timing,
-                   span: Trace) -> Generation:
+    async def _hit(self, scope: RequestScope, cached: Answer) -> Generation:
         """A cached answer under a new id, in the form the request asks for."""
+        request = scope.request
         answer_id, created = new_id(request.endpoint, request.request_id or uuid.uuid4().hex), now()
-
-        async def finish(generation: Generation, error: BaseException | None) -> None:
-            self._finish(generation, error, span)
-
         if request.stream:
             chunks = [renamed(c, answer_id, created) for c in cached.chunks()]
-            return Generation(request=request, cache_status="HIT", rate=None, timing=timing,
-                              on_finish=finish, source=replay(chunks))
-        timing.first_token = timing.finished = time.monotonic()
-        generation = Generation(request=request, cache_status="HIT", rate=None, timing=timing,
-                                on_finish=finish,
+            return Generation(request=request, cache_status="HIT", rate=None, timing=scope.timing,
+                              on_finish=scope.finished, source=replay(chunks))
+        scope.timing.first_token = scope.timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status="HIT", rate=None,
+                                timing=scope.timing, on_finish=scope.finished,
                                 response=renamed(cached.response(), answer_id, created))
-        await finish(generation, None)
+        await scope.finished(generation, None)
         return generation
 
-    async def _read(self, request: OpenAIRequest, reader: Reader, flight: Flight,
-                    status: CacheStatus, rate: RateDecision | None, timing: Timing,
-                    span: Trace) -> Generation:
-        async def finish(generation: Generation, error: BaseException | None) -> None:
-            self._finish(generation, error, span)
-
+    async def _read(self, scope: RequestScope, reader: Reader, flight: Flight,
+                    status: CacheStatus, rate: RateDecision | None) -> Generation:
+        request = scope.request
         if request.stream:
             try:
                 await flight.accepted_or_failed()  # a refusal (validation) before the headers
             except BaseException:
                 await reader.aclose()
                 raise
-            return Generation(request=request, cache_status=status, rate=rate, timing=timing,
-                              on_finish=finish, source=reader)
+            return Generation(request=request, cache_status=status, rate=rate,
+                              timing=scope.timing, on_finish=scope.finished, source=reader)
         response = await reader.result()
-        timing.first_token = timing.finished = time.monotonic()
-        generation = Generation(request=request, cache_status=status, rate=rate, timing=timing,
-                                on_finish=finish, response=response)
-        await finish(generation, None)
+        scope.timing.first_token = scope.timing.finished = time.monotonic()
+        generation = Generation(request=request, cache_status=status, rate=rate,
+                                timing=scope.timing, on_finish=scope.finished, response=response)
+        await scope.finished(generation, None)
         return generation
 
     # --- stages -------------------------------------------------------------------------------
@@ -276,57 +263,78 @@ class Pipeline:
             if self.flights.get(key) is flight:
                 del self.flights[key]
 
-    def _finish(self, gen: Generation, error: BaseException | None, span: Trace) -> None:
-        """Once per request: its outcome, its history record, its trace, its kept run."""
-        if error is not None:
-            code = error.code if isinstance(error, TextGenError) else "aborted"
-            if isinstance(error, TextGenError):
-                self.metrics.errors.labels(gen.model, code).inc()
-            self._record(gen.model, gen.cache_status, code, gen.timing, gen)
-            span.end(cache=gen.cache_status, error=code)
-        else:
-            code = "ok"
-            self._record(gen.model, gen.cache_status, code, gen.timing, gen)
-            span.end(cache=gen.cache_status)
-        if gen.request.record:
-            message = error.message if isinstance(error, TextGenError) else None
-            self._keep(gen.request, code, gen.cache_status, gen.timing, gen, message)
+    def record(self, record: RequestRecord) -> None:
+        """A finished request, for the dashboards' series."""
+        self.history.append(record)
 
-    def _keep(self, request: OpenAIRequest, status: str, cache: CacheStatus, timing: Timing,
-              gen: Generation | None, error: str | None) -> None:
+
+class RequestScope:
+    """One request's life in the pipeline: its trace, its timing, and the one place where it
+    ends, `end`, whichever way it went (refused, a cache hit, a shared or a new generation)
+    and however it ended (read to the end, cut by its client, failed). There: its outcome in
+    the metrics, its record for the dashboards, its span, and its run in the run store when
+    the request asks to be kept."""
+
+    def __init__(self, pipeline: Pipeline, request: OpenAIRequest) -> None:
+        self.pipeline = pipeline
+        self.request = request
+        self.label = request.model if request.model in pipeline.models.entries else "_unknown"
+        self.span: Trace = pipeline.tracing.request(self.label)
+        self.timing = Timing(started=time.monotonic())
+        self._ended = False
+
+    async def finished(self, generation: Generation, error: BaseException | None) -> None:
+        """A Generation's `on_finish`: read to its end, or ended early by `error`."""
+        self.end(generation, error)
+
+    def end(self, generation: Generation | None, error: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        p, request = self.pipeline, self.request
+        code = ("ok" if error is None
+                else error.code if isinstance(error, TextGenError) else "aborted")
+        cache: CacheStatus = generation.cache_status if generation is not None else "BYPASS"
+        if isinstance(error, TextGenError):
+            p.metrics.errors.labels(self.label, code).inc()
+        p.metrics.requests.labels(self.label, code).inc()
+        p.record(RequestRecord(
+            time=time.time(), model=request.model, cache=cache, outcome=code,
+            seconds=time.monotonic() - self.timing.started, ttft=self.timing.time_to_first_token,
+            completion_tokens=generation.completion_tokens if generation is not None else 0,
+        ))
+        if generation is None:
+            self.span.end(error=code)  # refused: no cache status to tell
+        else:
+            self.span.end(cache=cache, error=None if error is None else code)
+        if request.record:
+            self._keep(code, cache, generation,
+                       error.message if isinstance(error, TextGenError) else None)
+
+    def _keep(self, status: str, cache: CacheStatus, generation: Generation | None,
+              error: str | None) -> None:
         """The request as a run in the run store (which only buffers it here)."""
-        entry = self.models.entries.get(request.model)
+        p, request, timing = self.pipeline, self.request, self.timing
+        entry = p.models.entries.get(request.model)
         engine = entry.engine if entry is not None else None
         identity = (engine.cache_identity(request.model) if engine is not None
                     else entry.cache_identity if entry is not None else None)
         kind = getattr(engine, "kind", None)
         local = kind in ("vllm", "lora")  # a remote server's version and device are its own
         assert request.record is not None
-        self.runs.add(RunRecord(
+        p.runs.add(RunRecord(
             model=request.model, route=request.endpoint, mode=request.record, status=status,
-            cache=cache, request=request.body, created=time.time() - (time.monotonic()
-                                                                       - timing.started),
+            cache=cache, request=request.body,
+            created=time.time() - (time.monotonic() - timing.started),
             seconds=(timing.finished or time.monotonic()) - timing.started,
-            answer=gen.answer() if gen is not None else None, error=error,
-            prompt_tokens=gen.prompt_tokens if gen is not None else 0,
-            completion_tokens=gen.completion_tokens if gen is not None else 0,
+            answer=generation.answer() if generation is not None else None, error=error,
+            prompt_tokens=generation.prompt_tokens if generation is not None else 0,
+            completion_tokens=generation.completion_tokens if generation is not None else 0,
             ttft=timing.time_to_first_token, identity=identity, engine=kind,
             vllm_version=provenance.vllm_version() if local else None,
-            device=self.device if local else None, request_id=request.request_id,
+            device=p.device if local else None, request_id=request.request_id,
             experiment=request.experiment,
         ))
-
-    def _record(self, model: str, cache: CacheStatus, outcome: str, timing: Timing,
-                gen: Generation | None) -> None:
-        self.metrics.requests.labels(model if model in self.models.entries else "_unknown",
-                                     outcome).inc()
-        self.history.append(
-            RequestRecord(
-                time=time.time(), model=model, cache=cache, outcome=outcome,
-                seconds=time.monotonic() - timing.started, ttft=timing.time_to_first_token,
-                completion_tokens=gen.completion_tokens if gen is not None else 0,
-            )
-        )
 
 
 def record_dict(record: RequestRecord) -> dict[str, Any]:
