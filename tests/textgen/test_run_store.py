@@ -216,6 +216,23 @@ async def test_an_outage_loses_no_run_and_is_visible(caplog: pytest.LogCaptureFi
     assert PASSWORD not in logged
 
 
+async def test_a_read_that_works_again_ends_the_outage() -> None:
+    """With nothing to write, only reads meet the database: one that fails shows the outage,
+    the next that works ends it (health must not stay degraded until some run is written)."""
+    with postgres_server() as server:
+        store = RunStore(server.url, Metrics(), flush_seconds=0.01)
+        await store.start()
+        assert await store.count() == 0
+        server.stop()
+        with pytest.raises(RunStoreUnavailable):
+            await store.count()
+        assert store.health()["status"] == "degraded"
+        server.start()
+        assert await store.count() == 0
+        assert store.health()["status"] == "ok"
+        await store.close()
+
+
 async def test_a_full_buffer_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     metrics = Metrics()
     store = RunStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}", metrics, buffer_max=3)

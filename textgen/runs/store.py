@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,18 @@ class RunStore:
         self._schema_lock = asyncio.Lock()
         self._failing: str | None = None  # why the database is failing, while it is
         self._pruned_at = 0.0
+        # Set whenever nothing waits to be written: what `flush` waits for.
+        self._written = asyncio.Event()
+        self._written.set()
+        metrics.run_store_pending.set_function(self.buffered)
 
     @property
     def enabled(self) -> bool:
         return self.url is not None
+
+    def buffered(self) -> int:
+        """Runs in memory, not yet written."""
+        return len(self._pending) + len(self._writing)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -81,7 +89,7 @@ class RunStore:
         # Unicode as it is (SQLite stores JSON as text): a search for "café" finds it.
         self._engine = create_async_engine(
             url, pool_pre_ping=True,
-            json_serializer=lambda value: json.dumps(value, ensure_ascii=False))
+            json_serializer=_as_json)
         if url.get_backend_name() == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
         self._writer = asyncio.create_task(self._write_forever(), name="run store writer")
@@ -96,14 +104,14 @@ class RunStore:
         self._writer = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain(), grace)
-        if self._pending or self._writing:
+        if self.buffered():
             log.warning("run store: %d run(s) not written at shutdown (%s)",
-                        len(self._pending) + len(self._writing), self._failing or "timeout")
+                        self.buffered(), self._failing or "timeout")
         assert self._engine is not None
         await self._engine.dispose()
 
     async def _drain(self) -> None:
-        while self._pending or self._writing:
+        while self.buffered():
             if not await self._write_once():
                 return
 
@@ -117,19 +125,17 @@ class RunStore:
             self._pending.popleft()
             self.metrics.run_store_dropped.inc()
         self._pending.append(record)
-        self.metrics.run_store_pending.set(len(self._pending) + len(self._writing))
+        self._written.clear()
         self._wake.set()
 
     async def flush(self, within: float = 10.0) -> None:
         """Wait until every run added so far is written (tests, notebooks, before a report)."""
-        deadline = time.monotonic() + within
-        while self._pending or self._writing:
-            if time.monotonic() > deadline:
-                raise RunStoreUnavailable(
-                    f"The run store could not write its runs in {within:g} s"
-                    + (f" ({self._failing})." if self._failing else "."))
-            self._wake.set()
-            await asyncio.sleep(0.02)
+        try:
+            await asyncio.wait_for(self._written.wait(), within)
+        except TimeoutError:
+            raise RunStoreUnavailable(
+                f"The run store could not write its runs in {within:g} s"
+                + (f" ({self._failing})." if self._failing else ".")) from None
 
     async def _write_forever(self) -> None:
         failures = 0
@@ -165,8 +171,8 @@ class RunStore:
             self._writing = []
             self._failed("write", exc)
             return False
-        finally:
-            self.metrics.run_store_pending.set(len(self._pending) + len(self._writing))
+        if not self._pending:
+            self._written.set()
         self._recovered()
         return True
 
@@ -254,28 +260,33 @@ class RunStore:
     async def count(self) -> int:
         async with self._connection("read") as conn:
             written = (await conn.execute(select(func.count()).select_from(RunRow))).scalar_one()
-        return int(written) + len(self._pending) + len(self._writing)
+        return int(written) + self.buffered()
 
     async def delete(self, run_ids: Iterable[str]) -> int:
         """Delete runs by id (written or still buffered); how many there were."""
         ids = set(run_ids)
-        buffered = [r for r in self._pending if r.id in ids]
-        for record in buffered:
-            self._pending.remove(record)
+        buffered = self._unbuffer(lambda r: r.id in ids)
         async with self._connection("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.id.in_(ids)))
         return len(buffered) + (result.rowcount or 0)
 
     async def delete_experiment(self, experiment: str) -> int:
         """Delete an experiment: its runs, its scores and its definition; how many runs."""
-        buffered = [r for r in self._pending if r.experiment == experiment]
-        for record in buffered:
-            self._pending.remove(record)
+        buffered = self._unbuffer(lambda r: r.experiment == experiment)
         async with self._connection("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.experiment == experiment))
             await conn.execute(delete(ScoreRow).where(ScoreRow.experiment == experiment))
             await conn.execute(delete(ExperimentRow).where(ExperimentRow.id == experiment))
         return len(buffered) + (result.rowcount or 0)
+
+    def _unbuffer(self, gone: Callable[[RunRecord], bool]) -> list[RunRecord]:
+        """Take runs not yet written out of the buffer; the ones taken."""
+        taken = [r for r in self._pending if gone(r)]
+        for record in taken:
+            self._pending.remove(record)
+        if not self.buffered():
+            self._written.set()
+        return taken
 
     # --- experiments: written at once, not buffered (an evaluation resumes from them) ---------
 
@@ -335,13 +346,14 @@ class RunStore:
             self._failed(operation, exc)
             raise RunStoreUnavailable(
                 f"The run store's database is unavailable ({type(exc).__name__}).") from None
+        if not self.buffered():  # (runs waiting: the writer says when writes work again)
+            self._recovered()  # a read that works after an outage ends it, as a write does
 
     # --- health -------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         status = "off" if not self.enabled else ("degraded" if self._failing else "ok")
-        return {"backend": self.backend, "status": status,
-                "buffered": len(self._pending) + len(self._writing)}
+        return {"backend": self.backend, "status": status, "buffered": self.buffered()}
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self.metrics.run_store_errors.labels(operation).inc()
@@ -369,9 +381,16 @@ def _matches(record: RunRecord, model: str | None, mode: str | None, text: str |
     if before is not None and record.created >= before:
         return False
     if text:
+        # The request as the database holds it (JSON), so a buffered run matches as it will
+        # once written.
         needle = text.lower()
-        return needle in record.text.lower() or needle in str(record.request).lower()
+        return needle in record.text.lower() or needle in _as_json(record.request).lower()
     return True
+
+
+def _as_json(value: Any) -> str:
+    """JSON as the store writes it (Unicode as it is)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _make_sqlite_folder(url: URL) -> None:
