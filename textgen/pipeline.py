@@ -116,8 +116,10 @@ class Pipeline:
                 admission.release()
                 raise
             return await self._generate(scope, engine, admission, status, rate, key)
-        except TextGenError as exc:
-            scope.end(None, exc)  # refused before any output
+        except (TextGenError, asyncio.CancelledError) as exc:
+            # Refused before any output, or its caller left (a client that hung up before a
+            # plain answer was ready, a cancelled evaluation): counted and kept as "aborted".
+            scope.end(None, exc)
             raise
 
     # --- the three ways to an answer --------------------------------------------------------
