@@ -73,6 +73,26 @@ async def test_cancel_keeps_what_was_scored(tmp_path: Path) -> None:
         state = await tg.evaluations.status(experiment)
         assert state["status"] == "cancelled" and state["finished"] is not None
         assert (await tg.evaluations.results(experiment)).items["item"].tolist() == ["0"]
-        assert starter.engines[0].held == 0  # the held request was ended with it
+        engine = starter.engines[0]
+
+        async def released() -> bool:
+            return engine.held == 0
+
+        await until(released)  # the held request is ended with it (its flight lost its reader)
+        runs = await tg.runs.runs(experiment=experiment)
+        assert sorted(r.status for r in runs) == ["aborted", "ok"]  # the cut one is kept too
+    finally:
+        await tg.close()
+
+
+async def test_cancelling_an_ended_evaluation_keeps_its_status(tmp_path: Path) -> None:
+    tg, starter = lab(tmp_path)
+    await tg.start()
+    try:
+        starter.engines[0].release.set()
+        experiment = await tg.evaluations.start(spec())
+        assert (await tg.evaluations.wait(experiment))["status"] == "done"
+        await tg.evaluations.cancel(experiment)
+        assert (await tg.evaluations.status(experiment))["status"] == "done"
     finally:
         await tg.close()

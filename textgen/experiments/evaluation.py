@@ -154,12 +154,10 @@ class Progress:
     total: int
     done: int = 0
     failed: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def step(self, ok: bool) -> None:
         self.done += 1
         self.failed += 0 if ok else 1
-        self.changed.set()
 
 
 @dataclass
@@ -225,13 +223,14 @@ class Evaluations:
                 self._launch(row["id"], spec)
 
     async def cancel(self, experiment: str) -> None:
-        await self.store.experiment(experiment)  # 404 for an unknown one
+        """Stop an evaluation; what was scored stays. One that has ended keeps its status."""
+        row = await self.store.experiment(experiment)  # 404 for an unknown one
         task = self._tasks.get(experiment)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        else:
+        elif row["status"] == "running":  # left running by a lab that stopped
             await self.store.update_experiment(experiment, status="cancelled",
                                                finished=time.time())
 
@@ -244,26 +243,20 @@ class Evaluations:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait(self, experiment: str, *, show_progress: bool = False) -> dict[str, Any]:
-        """Wait for an evaluation to end (with a tqdm bar in a notebook); its record."""
-        bar = None
-        progress = self.progress.get(experiment)
-        if show_progress and progress is not None:
-            from tqdm.auto import tqdm
+        """Wait for an evaluation of this process to end (with a tqdm bar in a notebook); its
+        record."""
+        task, progress = self._tasks.get(experiment), self.progress.get(experiment)
+        if task is None:
+            return await self.status(experiment)
+        if not (show_progress and progress is not None):
+            await asyncio.wait({task})
+            return await self.status(experiment)
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=progress.total, desc=experiment)
-        try:
-            while (task := self._tasks.get(experiment)) is not None and not task.done():
-                if progress is not None:
-                    progress.changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(progress.changed.wait(), 1.0)
-                    if bar is not None:
-                        bar.update(progress.done - bar.n)
-                else:
-                    await asyncio.sleep(0.2)
-        finally:
-            if bar is not None:
-                bar.close()
+        with tqdm(total=progress.total, desc=experiment) as bar:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)  # the bar's refresh, not a wait for it
+                bar.update(progress.done - bar.n)
         return await self.status(experiment)
 
     async def status(self, experiment: str) -> dict[str, Any]:
@@ -402,13 +395,12 @@ class Evaluations:
         it: the context's and each continuation's tokens, one echo request scoring them all."""
         assert item.prompt is not None and item.choices is not None
         context = (config.system + "\n\n" if config.system else "") + item.prompt
-        prompts, lengths = [], []
-        for choice in item.choices:
-            ctx, cont = _split(context, " " + choice)
-            ctx_ids = await self._tokens(config.model, ctx)
-            cont_ids = await self._tokens(config.model, cont)
-            prompts.append(ctx_ids + cont_ids)
-            lengths.append(len(ctx_ids))
+        # lm-eval's rule: the context's trailing spaces belong to each continuation.
+        stripped = context.rstrip()
+        spaces = context[len(stripped):]
+        ctx_ids = await self._tokens(config.model, stripped)  # the same for every choice
+        prompts = [ctx_ids + await self._tokens(config.model, spaces + " " + choice)
+                   for choice in item.choices]
         body = {"model": config.model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
                 "logprobs": 1, "echo": True}
         response = await self.textgen.complete(OpenAIRequest(
@@ -417,7 +409,7 @@ class Evaluations:
         scores = []
         for choice in sorted(response["choices"], key=lambda c: c["index"]):
             logprobs = choice["logprobs"]["token_logprobs"]
-            scores.append(sum(logprobs[lengths[choice["index"]]:-1]))
+            scores.append(sum(logprobs[len(ctx_ids):-1]))
         return max(range(len(scores)), key=scores.__getitem__)
 
     async def _tokens(self, model: str, text: str) -> list[int]:
@@ -467,15 +459,6 @@ def confidence_interval(scores: list[float], z: float = 1.96) -> tuple[float | N
     sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
     half = z * sd / math.sqrt(n)
     return mean - half, mean + half
-
-
-def _split(context: str, continuation: str) -> tuple[str, str]:
-    """lm-eval's rule: trailing spaces of the context belong to the continuation."""
-    spaces = len(context) - len(context.rstrip())
-    if spaces:
-        continuation = context[-spaces:] + continuation
-        context = context[:-spaces]
-    return context, continuation
 
 
 def _text(response: dict[str, Any]) -> str:
