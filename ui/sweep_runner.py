@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import time
 import uuid
@@ -86,13 +85,9 @@ def about(textgen: TextGen, model: str) -> dict[str, str]:
 
 
 def device(textgen: TextGen) -> str:
-    """The GPUs' names, or the CPU's with its core count."""
+    """The GPUs' names, or the CPU's with its core count (as kept runs name it)."""
     probe = textgen.telemetry.gpu
-    if probe.available:
-        names = [g.name for g in probe.read()]
-        return ", ".join(f"{names.count(n)}x {n}" if names.count(n) > 1 else n
-                         for n in dict.fromkeys(names))
-    return f"CPU: {provenance.cpu_name()} ({os.cpu_count()} cores), no GPU"
+    return provenance.device([g.name for g in probe.read()] if probe.available else [])
 
 
 async def prompts(textgen: TextGen, model: str, length: int, count: int,

@@ -58,7 +58,7 @@ def test_a_recorded_stream_is_kept_whole(client: openai.OpenAI, lab: LabServer) 
     assert 0 < run["ttft"] <= run["seconds"]
     # What the model was: the cache key's identity, vLLM's make and the device.
     assert run["engine"] == "vllm" and run["identity"]
-    assert run["vllm_version"].startswith("vllm") and run["device"].startswith("cpu: ")
+    assert run["vllm_version"].startswith("vllm") and run["device"].startswith("CPU: ")
     one = httpx.get(f"{lab.base_url}/lab/runs/{run['id']}", headers=lab.headers, timeout=10)
     assert one.json() == run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -20,12 +21,11 @@ def vllm_version() -> str | None:
 
 
 def device(gpu_names: list[str]) -> str:
-    """The GPUs by name (`2 x NVIDIA H100 80GB HBM3`), or the CPU's model name."""
+    """The GPUs by name (`2x NVIDIA H100 80GB HBM3`), or the CPU's model name and cores."""
     if gpu_names:
-        first = gpu_names[0]
-        same = all(name == first for name in gpu_names)
-        return f"{len(gpu_names)} x {first}" if same else ", ".join(gpu_names)
-    return f"cpu: {cpu_name()}"
+        return ", ".join(f"{gpu_names.count(n)}x {n}" if gpu_names.count(n) > 1 else n
+                         for n in dict.fromkeys(gpu_names))
+    return f"CPU: {cpu_name()} ({os.cpu_count()} cores), no GPU"
 
 
 @functools.cache
