@@ -142,6 +142,35 @@ async def test_an_lm_eval_task_scores_as_lm_eval_does(lab: LabServer, tmp_path: 
         assert [i["output"] for i in ours] == [a[0] for a in theirs["answers"]]
 
 
+async def test_the_choice_scorer_picks_what_lm_eval_picks(lab: LabServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's own multiple-choice scorer on the same questions, written as lm-eval's task
+    writes them ("Question: ...\nAnswer:", each choice after a space): the same choice as
+    lm-eval's `local-completions` client, item by item."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    docs = [json.loads(line) for line in (LM_EVAL / "multiple_choice.jsonl").read_text().splitlines()]
+    dataset = "".join(json.dumps({"prompt": f"Question: {d['question']}\nAnswer:",
+                                  "choices": d["choices"], "answer": d["answer"]}) + "\n"
+                      for d in docs)
+    with api(lab) as client:
+        r = client.post("/lab/evaluations", json={
+            "dataset": {"jsonl": dataset}, "scorer": "choice", "route": "completions",
+            "configs": [{"model": DEFAULT_MODEL, "name": "lab"}]})
+        assert r.status_code == 202, r.text
+        state = await asyncio.to_thread(finished, client, r.json()["id"])
+        assert state["status"] == "done", state
+        ours = sorted(client.get(f"/lab/evaluations/{state['id']}/items").json()["data"],
+                      key=lambda i: int(i["item"]))
+    theirs = await asyncio.to_thread(run_lm_eval, lab.base_url, lab.token, "local-completions",
+                                     "textgen_mc")
+    for mine, upstream, doc in zip(ours, theirs["answers"], docs, strict=True):
+        chosen = max(range(len(upstream)), key=lambda k: upstream[k][0])
+        assert mine["output"] == doc["choices"][chosen]
+        assert mine["score"] == float(chosen == doc["answer"])
+    assert state["summary"][0]["score"] == pytest.approx(theirs["results"]["acc,none"])
+
+
 def test_an_evaluation_resumes_after_the_lab_is_killed(tmp_path: Path) -> None:
     """SIGKILL mid-way (no shutdown at all), then a new lab on the same data directory: the
     evaluation goes on from the scores already written and ends with every item scored once."""
