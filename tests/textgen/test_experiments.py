@@ -8,7 +8,7 @@ import pytest
 
 from textgen.errors import InvalidRequest
 from textgen.experiments import Config, EvaluationSpec, Item, datasets, grid, scorers
-from textgen.experiments.evaluation import confidence_interval
+from textgen.experiments.results import confidence_interval
 
 
 def test_jsonl_items_take_the_field_names_researchers_use() -> None:

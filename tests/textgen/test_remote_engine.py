@@ -35,10 +35,10 @@ from textgen import (
     TextGen,
 )
 from textgen.answer import is_usage_chunk
-from textgen.backends import endpoints
 from textgen.engines.endpoint import Endpoint, redact
 from textgen.engines.remote import RemoteServer, base_url, guess_spec
 from textgen.engines.replicas import ReplicaSet
+from textgen.remote_endpoints import endpoints
 
 MODEL = "fake/tiny-7b"
 # Fields the lab has no code for: they must reach the upstream as the client wrote them.

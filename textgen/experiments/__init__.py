@@ -1,6 +1,8 @@
 """Experiments: evaluations of datasets over a grid of configurations, on the kept runs."""
 
 from .datasets import Item
-from .evaluation import Config, Evaluations, EvaluationSpec, Results, grid
+from .evaluation import Evaluations
+from .results import Results
+from .spec import Config, EvaluationSpec, grid
 
 __all__ = ["Config", "EvaluationSpec", "Evaluations", "Item", "Results", "grid"]

@@ -13,14 +13,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-import pandas as pd
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BackendDown,
@@ -34,119 +30,17 @@ from ..errors import (
 from ..request import OpenAIRequest
 from . import scorers
 from .datasets import Item
+from .results import Results
+from .spec import Config, EvaluationSpec
 
 if TYPE_CHECKING:
     from ..service import TextGen
 
 log = logging.getLogger(__name__)
 
-Route = Literal["chat", "completions"]
 # Refusals that pass (a busy engine, a limit, a model loading): an item waits and retries.
 _PASSING = (RateLimited, EngineOverloaded, ModelNotReady, GenerationInterrupted, BackendDown)
 _RETRIES = 60
-# Body fields a configuration may set: the input and the transport are the evaluation's.
-_RESERVED = {"model", "messages", "prompt", "stream", "stream_options", "n"}
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """One column of the grid: a model (or adapter), its sampling settings, a system prompt."""
-
-    model: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    system: str | None = None
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        reserved = sorted(_RESERVED & set(self.settings))
-        if reserved:
-            raise InvalidRequest(f"A configuration's settings cannot set {', '.join(reserved)}: "
-                                 "the evaluation sends the items.", param="configs")
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        parts = [self.model, *(f"{k}={v}" for k, v in sorted(self.settings.items()))]
-        if self.system:
-            parts.append(f"system={self.system[:24]!r}")
-        return " ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def grid(models: Iterable[str], settings: dict[str, list[Any]] | None = None,
-         systems: Iterable[str | None] = (None,)) -> list[Config]:
-    """Every combination: models × each setting's values × system prompts."""
-    settings = settings or {}
-    names = list(settings)
-    return [Config(model=m, settings=dict(zip(names, values, strict=True)), system=system)
-            for m in models for system in systems
-            for values in itertools.product(*(settings[n] for n in names))]
-
-
-@dataclass
-class EvaluationSpec:
-    """What an evaluation runs. `items` or `lm_eval_task`; `scorer` a name, a dict with options,
-    or (from a notebook) a function, which cannot be resumed after a restart."""
-
-    configs: list[Config]
-    items: list[Item] | None = None
-    lm_eval_task: str | None = None
-    lm_eval_include_path: str | None = None
-    scorer: str | dict[str, Any] | scorers.Scorer = "exact_match"
-    route: Route = "chat"
-    concurrency: int = 4
-    max_tokens: int = 64
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.configs:
-            raise InvalidRequest("An evaluation needs at least one configuration.", param="configs")
-        if (self.items is None) == (self.lm_eval_task is None):
-            raise InvalidRequest("An evaluation needs a dataset: items, or an lm-eval task.",
-                                 param="dataset")
-        labels = [c.label for c in self.configs]
-        if len(set(labels)) != len(labels):
-            raise InvalidRequest("Two configurations have the same name.", param="configs")
-        if not 1 <= self.concurrency <= 256:
-            raise InvalidRequest("concurrency is 1 to 256.", param="concurrency")
-        if self.items is not None:
-            chosen = scorers.scorer(self.scorer)  # a bad scorer fails here, not mid-run
-            if chosen == scorers.CHOICE and any(not i.choices or i.prompt is None
-                                                for i in self.items):
-                raise InvalidRequest("The choice scorer needs every item to have a prompt "
-                                         "and choices.", param="scorer")
-            ids = [i.id for i in self.items]
-            if len(set(ids)) != len(ids):
-                raise InvalidRequest("Two dataset items have the same id.", param="dataset")
-
-    @property
-    def total(self) -> int:
-        return len(self.configs) * len(self.items) if self.items is not None else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "configs": [c.to_json() for c in self.configs],
-            "items": None if self.items is None else [i.to_json() for i in self.items],
-            "lm_eval_task": self.lm_eval_task, "lm_eval_include_path": self.lm_eval_include_path,
-            "scorer": self.scorer if not callable(self.scorer) else {"name": "python"},
-            "route": self.route, "concurrency": self.concurrency, "max_tokens": self.max_tokens,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EvaluationSpec:
-        items = data.get("items")
-        return cls(
-            name=data.get("name") or "", configs=[Config(**c) for c in data["configs"]],
-            items=None if items is None else [Item.from_json(i) for i in items],
-            lm_eval_task=data.get("lm_eval_task"),
-            lm_eval_include_path=data.get("lm_eval_include_path"),
-            scorer=data.get("scorer") or "exact_match", route=data.get("route") or "chat",
-            concurrency=int(data.get("concurrency") or 4),
-            max_tokens=int(data.get("max_tokens") or 64),
-        )
 
 
 @dataclass
@@ -158,25 +52,6 @@ class Progress:
     def step(self, ok: bool) -> None:
         self.done += 1
         self.failed += 0 if ok else 1
-
-
-@dataclass
-class Results:
-    """An evaluation's results: `summary` (one row per configuration) and `items` (one row per
-    item and configuration); `wide()` puts the configurations side by side."""
-
-    summary: pd.DataFrame
-    items: pd.DataFrame
-
-    def wide(self) -> pd.DataFrame:
-        """One row per item: each configuration's output and score, and whether they disagree."""
-        if self.items.empty:
-            return pd.DataFrame()
-        outputs = self.items.pivot(index="item", columns="config", values="output")
-        scores = self.items.pivot(index="item", columns="config", values="score")
-        frame = pd.concat({"output": outputs, "score": scores}, axis=1)
-        frame[("disagree", "")] = scores.nunique(axis=1, dropna=False) > 1
-        return frame
 
 
 class Evaluations:
@@ -422,43 +297,7 @@ class Evaluations:
     async def results(self, experiment: str) -> Results:
         row = await self.store.experiment(experiment)
         labels = [Config(**c).label for c in row["spec"]["configs"]]
-        items = pd.DataFrame(await self.store.scores(experiment),
-                             columns=["experiment", "config", "item", "request_id", "output",
-                                      "score", "status", "seconds", "completion_tokens"])
-        summary = pd.DataFrame([_summary(label, items[items["config"] == label])
-                                for label in labels])
-        return Results(summary=summary, items=items.drop(columns=["experiment"]))
-
-
-def _summary(label: str, rows: pd.DataFrame) -> dict[str, Any]:
-    scored = rows["score"].dropna().astype(float)
-    low, high = confidence_interval(scored.tolist())
-    return {
-        "config": label, "items": len(rows), "scored": len(scored),
-        "score": float(scored.mean()) if len(scored) else None, "ci_low": low, "ci_high": high,
-        "errors": int((rows["status"] != "ok").sum()),
-        "mean_seconds": float(rows["seconds"].mean()) if len(rows) else None,
-        "p50_seconds": float(rows["seconds"].median()) if len(rows) else None,
-        "mean_completion_tokens": float(rows["completion_tokens"].mean()) if len(rows) else None,
-    }
-
-
-def confidence_interval(scores: list[float], z: float = 1.96) -> tuple[float | None, float | None]:
-    """95% interval of the mean score: Wilson's for right/wrong scores (it stays inside [0, 1]
-    and is right for small n), the normal one for graded scores."""
-    n = len(scores)
-    if n == 0:
-        return None, None
-    mean = sum(scores) / n
-    if all(s in (0.0, 1.0) for s in scores):
-        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
-    if n == 1:
-        return mean, mean
-    sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
-    half = z * sd / math.sqrt(n)
-    return mean - half, mean + half
+        return Results.of(labels, await self.store.scores(experiment))
 
 
 def _text(response: dict[str, Any]) -> str:

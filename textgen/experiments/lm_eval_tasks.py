@@ -25,7 +25,7 @@ from ..request import OpenAIRequest
 
 if TYPE_CHECKING:
     from ..service import TextGen
-    from .evaluation import Config, EvaluationSpec
+    from .spec import Config, EvaluationSpec
 
 
 async def run_task(textgen: TextGen, experiment: str, index: int, config: Config,
