@@ -63,6 +63,24 @@ async def test_a_stopped_lab_leaves_it_running_and_the_next_one_finishes_it(tmp_
     assert [b["prompt"] for b in again.engines[0].requests] == ["hold", "c"]
 
 
+async def test_an_evaluation_started_before_the_lab_is_ready_runs_once(tmp_path: Path) -> None:
+    # The lab resumes `running` evaluations once it is ready, in the background; one started
+    # by this process meanwhile is running already and must not get a second runner (the
+    # first would go on unseen, and cancel would stop only the second).
+    tg, starter = lab(tmp_path)
+    await tg.start()
+    try:
+        experiment = await tg.evaluations.start(spec())
+        await tg.evaluations.resume()  # as the readiness task does, whenever it comes
+        starter.engines[0].release.set()
+        assert (await tg.evaluations.wait(experiment))["status"] == "done"
+        # One request per item (a second runner's would join the first's or hit the cache,
+        # but each is a kept run of the experiment).
+        assert len(await tg.runs.runs(experiment=experiment)) == 3
+    finally:
+        await tg.close()
+
+
 async def test_cancel_keeps_what_was_scored(tmp_path: Path) -> None:
     tg, starter = lab(tmp_path)
     await tg.start()

@@ -62,6 +62,7 @@ class Evaluations:
         self.store = textgen.runs
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._launched: set[str] = set()  # every evaluation this process has run
         # Python scorers of this process's evaluations (a function cannot be stored).
         self._functions: dict[str, scorers.Scorer] = {}
         self._stopping = False  # the lab is stopping: runs stay `running`, to resume
@@ -87,6 +88,8 @@ class Evaluations:
         """At start: go on with the evaluations a stopped lab left running."""
         with contextlib.suppress(TextGenError):
             for row in await self.store.experiments(kind="evaluation", status="running"):
+                if row["id"] in self._launched:
+                    continue  # started by this process while it got ready: not a leftover
                 spec = EvaluationSpec.from_json(row["spec"])
                 if row["spec"].get("scorer") == {"name": "python"}:
                     await self.store.update_experiment(
@@ -144,6 +147,7 @@ class Evaluations:
     def _launch(self, experiment: str, spec: EvaluationSpec) -> None:
         task = asyncio.create_task(self._run(experiment, spec), name=f"evaluation {experiment}")
         self._tasks[experiment] = task
+        self._launched.add(experiment)
         task.add_done_callback(lambda _: self._tasks.pop(experiment, None))
 
     # --- running ----------------------------------------------------------------------------
