@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from textgen import AuthenticationFailed, TextGen
+from textgen import AuthenticationFailed, PermissionDenied, TextGen
 
 
 # Dependencies are `async def`: FastAPI runs a plain `def` one in a worker thread, and that
@@ -36,11 +36,37 @@ def check_token(authorization: str | None, tokens: list[str]) -> None:
         raise AuthenticationFailed("Incorrect API key provided.")
 
 
+def check_admin(authorization: str | None, tokens: list[str], admin: str | None) -> None:
+    """Routes that change what is loaded. With ADMIN_TOKEN set only it passes: a client the
+    lab otherwise accepts (an API token, or anyone in an open lab) gets a 403, one it does not
+    a 401. Unset, they are like every other route."""
+    if admin is None:
+        check_token(authorization, tokens)
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(),
+                                                              admin.encode()):
+        return
+    check_token(authorization, tokens)
+    raise PermissionDenied("Loading and unloading models and adapters needs the admin token "
+                           "(ADMIN_TOKEN).")
+
+
 async def require_token(request: Request) -> None:
     check_token(request.headers.get("authorization"), request.app.state.api_tokens)
 
 
 Authorized = Depends(require_token)
+
+
+async def get_admin_textgen(request: Request) -> TextGen:
+    """The TextGen for a route that changes what is loaded (check_admin)."""
+    check_admin(request.headers.get("authorization"), request.app.state.api_tokens,
+                request.app.state.settings.admin_token())
+    return request.app.state.textgen  # type: ignore[no-any-return]
+
+
+AdminTextGenDep = Annotated[TextGen, Depends(get_admin_textgen)]
 
 
 async def get_authorized_textgen(request: Request) -> TextGen:

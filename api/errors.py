@@ -28,6 +28,7 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.ContextLengthExceeded: (400, "invalid_request_error"),
     e.InvalidRequest: (400, "invalid_request_error"),
     e.AuthenticationFailed: (401, "authentication_error"),
+    e.PermissionDenied: (403, "permission_error"),
     e.ModelNotFound: (404, "invalid_request_error"),
     e.ModelUnavailable: (404, "invalid_request_error"),
     e.RateLimited: (429, "rate_limit_error"),

@@ -16,6 +16,7 @@ from .errors import (
     ModelNotFound,
     ModelNotReady,
     ModelUnavailable,
+    PermissionDenied,
     RateLimited,
     RequestRejected,
     RequestTooLarge,
@@ -32,6 +33,6 @@ __all__ = [
     "CATALOG", "DEFAULT_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
     "BackendUnavailable", "ContextLengthExceeded", "EngineOverloaded", "Generation",
     "GenerationFailed", "GenerationInterrupted", "InvalidRequest", "ModelInfo", "ModelLoadFailed", "ModelNotFound", "ModelNotReady",
-    "ModelSpec", "ModelUnavailable", "OpenAIRequest", "RateLimited", "RequestRejected",
+    "ModelSpec", "ModelUnavailable", "OpenAIRequest", "PermissionDenied", "RateLimited", "RequestRejected",
     "RequestTooLarge", "Settings", "ShuttingDown", "TextGen", "TextGenError",
 ]

@@ -81,6 +81,12 @@ class AuthenticationFailed(TextGenError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(TextGenError):
+    """A known client asked for what only the admin token may do (ADMIN_TOKEN)."""
+
+    code = "admin_token_required"
+
+
 class ModelNotFound(TextGenError):
     code = "model_not_found"
 

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
 
     # --- serving ---------------------------------------------------------------------------
     API_HOST: str = Field("127.0.0.1", description="Interface the API binds to.")
+    ADMIN_TOKEN: SecretStr | None = Field(
+        None,
+        description="The one bearer token that may change what is loaded: load and unload "
+        "models and LoRA adapters, in the API and the UI's Models tab (an API token gets a 403 "
+        "there). It is accepted wherever an API token is. Unset: any API token may.",
+    )
     SHUTDOWN_GRACE_SECONDS: float = Field(
         10.0, ge=0,
         description="On SIGTERM/Ctrl-C, how long open requests and streams may finish before "
@@ -306,6 +312,13 @@ class Settings(BaseSettings):
         return self.RUNS_DATABASE_URL.get_secret_value().strip() or None
 
     def api_tokens(self) -> list[str]:
-        """The bearer tokens that are accepted; empty means the lab is open."""
+        """The bearer tokens accepted on every route (the admin token among them when there
+        are API tokens); empty means the lab is open."""
         tokens = (self.API_TOKEN, self.TEXT_GEN_API_TOKEN)
-        return [t.get_secret_value() for t in tokens if t is not None and t.get_secret_value()]
+        accepted = [t.get_secret_value() for t in tokens if t is not None and t.get_secret_value()]
+        admin = self.admin_token()
+        return accepted + [admin] if accepted and admin else accepted
+
+    def admin_token(self) -> str | None:
+        """The token that alone may load and unload (None: any accepted token may)."""
+        return (self.ADMIN_TOKEN.get_secret_value() or None) if self.ADMIN_TOKEN else None

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from textgen import InvalidRequest
 
-from ..deps import AuthorizedTextGenDep
+from ..deps import AdminTextGenDep
 from ..http import read_json
 
 router = APIRouter(tags=["models"])
@@ -31,7 +31,7 @@ def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
 
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse,
              summary="Load a LoRA adapter as a model (vLLM's route)")
-async def load_lora_adapter(request: Request, textgen: AuthorizedTextGenDep) -> PlainTextResponse:
+async def load_lora_adapter(request: Request, textgen: AdminTextGenDep) -> PlainTextResponse:
     body = (await read_json(request))[0]
     name = _field(body, "lora_name") or ""
     await textgen.load_adapter(name, _field(body, "lora_path") or "",
@@ -43,7 +43,7 @@ async def load_lora_adapter(request: Request, textgen: AuthorizedTextGenDep) -> 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse,
              summary="Unload a LoRA adapter (vLLM's route)")
 async def unload_lora_adapter(request: Request,
-                              textgen: AuthorizedTextGenDep) -> PlainTextResponse:
+                              textgen: AdminTextGenDep) -> PlainTextResponse:
     name = _field((await read_json(request))[0], "lora_name") or ""
     if not name:  # vLLM's words
         raise InvalidRequest("'lora_name' needs to be provided to unload a LoRA adapter.",

@@ -17,6 +17,7 @@ from tests.support.upstreams import serve_app
 from textgen import DEFAULT_MODEL, Settings
 
 TOKEN = "lora-token"
+ADMIN = "lora-admin"  # ADMIN_TOKEN: the module's client sends it, so it may load and unload
 PROMPT = {"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}
 
 pytestmark = pytest.mark.engine
@@ -27,12 +28,12 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
     """A lab of this module's own: its engine starts with LoRA enabled (rank up to 8)."""
     settings = Settings(
         MODEL=DEFAULT_MODEL, VLLM_ENDPOINT="", REDIS_URL="", METRICS_PORT=0,
-        API_TOKEN=TOKEN,  # type: ignore[arg-type]
+        API_TOKEN=TOKEN, ADMIN_TOKEN=ADMIN,  # type: ignore[arg-type]
         ENABLE_LORA=True, MAX_LORA_RANK=8, RATE_LIMITS={DEFAULT_MODEL: 0},
     )
     app = create_app(settings, ui=False)
     async with serve_app(app) as url, httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as client:
+            base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300) as client:
         await app.state.textgen.wait_ready()
         yield client
 
@@ -55,8 +56,12 @@ async def complete(api: httpx.AsyncClient, model: str) -> tuple[str, str]:
 async def test_an_adapter_loads_lists_generates_and_unloads(
         api: httpx.AsyncClient, base_folder: Path, tmp_path: Path) -> None:
     adapter = make_adapter(tmp_path / "pirate", base_folder, base_name=DEFAULT_MODEL)
-    loaded = await api.post("/v1/load_lora_adapter",
-                            json={"lora_name": "pirate", "lora_path": str(adapter)})
+    body = {"lora_name": "pirate", "lora_path": str(adapter)}
+    api_token = {"Authorization": f"Bearer {TOKEN}"}
+    refused = await api.post("/v1/load_lora_adapter", json=body, headers=api_token)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_token_required"
+    assert "pirate" not in {m["id"] for m in (await api.get("/v1/models", headers=api_token)).json()["data"]}
+    loaded = await api.post("/v1/load_lora_adapter", json=body)
     assert loaded.status_code == 200, loaded.text
     assert loaded.text == "Success: LoRA adapter 'pirate' added successfully."
 
@@ -85,6 +90,10 @@ async def test_an_adapter_loads_lists_generates_and_unloads(
     assert cache == "MISS"
     assert again != adapted, "the reloaded adapter still answers with its old weights"
 
+    kept = await api.post("/v1/unload_lora_adapter", json={"lora_name": "pirate"},
+                          headers=api_token)
+    assert kept.status_code == 403
+    assert (await complete(api, "pirate"))[0] == again  # an API token unloaded nothing
     gone = await api.post("/v1/unload_lora_adapter", json={"lora_name": "pirate"})
     assert gone.status_code == 200 and "removed" in gone.text
     refused = await api.post("/v1/completions", json={"model": "pirate", **PROMPT})
