@@ -23,12 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import ModelSpec
-from .errors import InvalidRequest, RequestRejected, TextGenError
+from .errors import (
+    GenerationInterrupted,
+    InvalidRequest,
+    ModelNotReady,
+    RequestRejected,
+    TextGenError,
+)
+from .models.states import ModelState
 from .request import OpenAIRequest
 
 log = logging.getLogger(__name__)
 
 CONFIG = "adapter_config.json"
+_INTERRUPTED_SECONDS = 5.0  # for requests ended by an unload to let go of their slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +121,8 @@ class AdapterEngine:
         return result
 
     async def interrupt(self, error: TextGenError) -> None:
-        """An adapter's requests run on its base and end with it; unloading the adapter alone
-        lets those in flight finish (vLLM keeps the adapter for the requests that hold it)."""
+        """End the adapter's requests in flight, not its base's."""
+        await self.base.interrupt(error, adapter=self.name)
 
     def cache_identity(self, model: str) -> str:
         return self._identity
@@ -128,10 +136,12 @@ class Adapters:
     comings and goings (LORA_MODULES load with their base; an unloaded base takes its
     adapters with it)."""
 
-    def __init__(self, models: Any, *, max_rank: int, modules: dict[str, Path]) -> None:
+    def __init__(self, models: Any, *, max_rank: int, modules: dict[str, Path],
+                 drain_seconds: float = 10.0) -> None:
         self._models = models
         self._max_rank = max_rank
         self._modules = modules
+        self._drain_seconds = drain_seconds
 
     async def load(self, name: str, path: str | Path, base: str | None = None, *,
                    replace: bool = False) -> str:
@@ -177,7 +187,19 @@ class Adapters:
             # vLLM's words and status for an adapter that is not loaded.
             raise RequestRejected(f"The lora adapter '{name}' cannot be found.", status=404,
                                   param="lora_name")
+        if entry.status is ModelState.UNLOADING:
+            raise ModelNotReady(f"The lora adapter '{name}' is being unloaded already.")
         adapter: AdapterEngine = entry.engine
+        # As a model's unload: no new requests, those in flight may finish (bounded), the
+        # rest end with an error that says why; the base's own requests go on.
+        entry.move_to(ModelState.UNLOADING, "unloaded on request")
+        if not await entry.admission.wait_idle(self._drain_seconds):
+            log.warning("LoRA adapter %s: ending %d request(s) still running after %.0f s",
+                        name, entry.active, self._drain_seconds)
+            await adapter.interrupt(GenerationInterrupted(
+                f"The lora adapter '{name}' was unloaded while this request was running; "
+                "retry."))
+            await entry.admission.wait_idle(_INTERRUPTED_SECONDS)
         self._models.remove(name, adapter)
         await adapter.base.remove_adapter(name)
 

@@ -165,8 +165,10 @@ class VllmEngine:
         self._identity = identity
         self.max_model_len: int = llm.model_config.max_model_len
         self.dtype: str = str(llm.model_config.dtype).removeprefix("torch.")
-        # Set by interrupt(): the error every request still in flight ends with.
+        # Set by interrupt(): the error every request still in flight ends with, or (by
+        # adapter name) those of an adapter being unloaded.
         self._interruption: TextGenError | None = None
+        self._adapter_interruptions: dict[str, TextGenError] = {}
         # vLLM's own Prometheus metrics of this engine (textgen.engine_stats reads them).
         self.vllm_metrics: CollectorRegistry | None = None
 
@@ -258,12 +260,12 @@ class VllmEngine:
         except TextGenError:
             raise
         except Exception as exc:  # vLLM raises some refusals (out-of-vocab logit_bias, ...)
-            raise self._interruption or engine_error(exc) from exc
+            raise self._interrupted(request.model) or engine_error(exc) from exc
         if isinstance(result, ErrorResponse):
             _raise_if_cancelled()
-            raise engine_error(result)
+            raise self._interrupted(request.model) or engine_error(result)
         if body.stream:
-            return EngineReply(chunks=self._chunks(result))
+            return EngineReply(chunks=self._chunks(result, request.model))
         return EngineReply(response=result.model_dump(mode="json"))
 
     def _handler(self, request: OpenAIRequest) -> tuple[Any, Any]:
@@ -274,7 +276,12 @@ class VllmEngine:
             return ChatCompletionRequest, self._state.openai_serving_chat.create_chat_completion
         return CompletionRequest, self._state.openai_serving_completion.create_completion
 
-    async def _chunks(self, events: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    def _interrupted(self, model: str) -> TextGenError | None:
+        """The error a request for `model` ended with, when interrupt() ended it."""
+        return self._interruption or self._adapter_interruptions.get(model)
+
+    async def _chunks(self, events: AsyncIterator[str],
+                      model: str) -> AsyncIterator[dict[str, Any]]:
         """vLLM's ready SSE strings as chunk objects; its error event becomes a typed error."""
         try:
             async for event in events:
@@ -283,7 +290,7 @@ class VllmEngine:
                     continue
                 chunk = orjson.loads(data)
                 if "choices" not in chunk and "error" in chunk:
-                    raise self._interruption or stream_error(chunk)
+                    raise self._interrupted(model) or stream_error(chunk)
                 yield chunk
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # aborts the request in vLLM
@@ -329,6 +336,7 @@ class VllmEngine:
             UnloadLoRAAdapterRequest,
         )
 
+        self._adapter_interruptions.pop(name, None)  # a new adapter under an old name
         models = self._state.openai_serving_models
         if name in models.lora_requests:
             await models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
@@ -343,19 +351,26 @@ class VllmEngine:
         await self._state.openai_serving_models.unload_lora_adapter(
             UnloadLoRAAdapterRequest(lora_name=name))
 
-    async def interrupt(self, error: TextGenError) -> None:
-        """End every request in flight with `error`, before an unload or a stop.
+    async def interrupt(self, error: TextGenError, *, adapter: str | None = None) -> None:
+        """End every request in flight (only an adapter's, when named) with `error`, before
+        an unload or a stop.
 
         vLLM's own shutdown leaves its per-request queues waiting for ever (their streams
         would hang): each request is failed first, then aborted in the engine core.
         """
-        self._interruption = error
-        processor = self._llm.output_processor
-        request_ids = list(processor.request_states)
-        if not request_ids:
+        if adapter is None:
+            self._interruption = error
+        else:
+            self._adapter_interruptions[adapter] = error
+        states = {request_id: state
+                  for request_id, state in self._llm.output_processor.request_states.items()
+                  if adapter is None or state.lora_name == adapter}
+        if not states:
             return
-        processor.propagate_error(error)
-        await self._llm.abort(request_ids, internal=True)
+        for state in states.values():  # what vLLM's propagate_error does, for these only
+            if state.queue is not None:
+                state.queue.put(error)
+        await self._llm.abort(list(states), internal=True)
 
     async def close(self) -> None:
         # vLLM's shutdown joins its engine-core process: off the event loop, so requests and
