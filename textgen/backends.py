@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from prometheus_client import Counter
@@ -34,6 +35,7 @@ from .engines.replicas import ReplicaSet
 from .errors import BackendDown, ModelNotFound, TextGenError
 from .metrics import Metrics
 from .models import ModelRegistry
+from .remote_adapters import check_every_replica_agreed
 from .remote_endpoints import Backend, api_key, endpoints, resolve
 from .routing import make_router
 from .settings import Settings
@@ -74,6 +76,8 @@ class RemoteBackends:
         self.resolver = resolver or resolve
         self.backends = [Backend(Endpoint.parse(url, api_key(s, url))) for url in endpoints(s)]
         self.replica_sets: dict[str, ReplicaSet] = {}
+        # Adapters loaded through the lab, by name: how many times (part of their cache key).
+        self._adapter_loads: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._rediscovering: dict[RemoteServer, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -273,8 +277,39 @@ class RemoteBackends:
                                  load_factor=self._settings.REMOTE_PREFIX_LOAD_FACTOR)
             replicas = self.replica_sets[model_id] = ReplicaSet(model_id, router)
             replicas.on_retry = self._on_retry
+            replicas.loads = self._adapter_loads.get(model_id, 0)
         replicas.add(server)
-        self._registry.add(guess_spec(model_id, model.get("owned_by")), engine=replicas)
+        parent = server.adapters.get(model_id, (None, None))[0]
+        if parent is not None:  # a LoRA adapter: its base's size class (and rate limit)
+            spec = dataclasses.replace(guess_spec(parent, model.get("owned_by")), id=model_id)
+        else:
+            spec = guess_spec(model_id, model.get("owned_by"))
+        self._registry.add(spec, engine=replicas)
+
+    # --- LoRA adapters on remote servers ----------------------------------------------------
+
+    async def change_adapter(self, model_id: str, action: Literal["load", "unload"],
+                             body: dict[str, Any]) -> None:
+        """Load an adapter on every replica of its base `model_id`, or unload one from every
+        replica that lists it, with vLLM's own route and body (the servers must allow it:
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING), then ask them again what they serve.
+
+        Raises unless every replica agreed (textgen.remote_adapters).
+        """
+        replicas = self.replica_sets.get(model_id)
+        if replicas is None or not replicas.replicas:
+            raise ModelNotFound(f"The model '{model_id}' is not served by a remote backend.",
+                                param="model")
+        path = f"/v1/{action}_lora_adapter"
+        servers = list(replicas.replicas)
+        answers = await asyncio.gather(*(s.change_adapter(path, body) for s in servers))
+        name = str(body.get("lora_name"))
+        if action == "load":
+            self._adapter_loads[name] = self._adapter_loads.get(name, 0) + 1
+            if name in self.replica_sets:
+                self.replica_sets[name].loads = self._adapter_loads[name]
+        await asyncio.gather(*(self._discover(s) for s in servers))
+        check_every_replica_agreed(model_id, action, name, servers, answers)
 
     def _leave(self, server: RemoteServer, model_id: str) -> None:
         replicas = self.replica_sets.get(model_id)

@@ -30,6 +30,7 @@ from .cache import (
 )
 from .engine_stats import EngineReading
 from .engines import Engine
+from .engines.replicas import ReplicaSet
 from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, TextGenError
 from .experiments import Evaluations
@@ -74,7 +75,8 @@ class TextGen:
             on_left=lambda model_id: self.adapters.base_left(model_id),
         )
         self.adapters = Adapters(self.models, max_rank=s.MAX_LORA_RANK,
-                                 modules=dict(s.LORA_MODULES))
+                                 modules=dict(s.LORA_MODULES),
+                                 drain_seconds=s.UNLOAD_DRAIN_SECONDS)
         self.lifecycle = EngineLifecycle(
             self.models,
             start_engine=engine_starter or self._start_vllm,
@@ -234,11 +236,22 @@ class TextGen:
                            replace: bool = False) -> ModelInfo:
         """Load a LoRA adapter as the model `name` on its base's engine (textgen.adapters);
         `replace` reloads a name already loaded (vLLM's `load_inplace`)."""
-        await self.adapters.load(name, path, base, replace=replace)
+        if base and isinstance(self.models.entry(base).engine, ReplicaSet):
+            # A remote base: its servers load it from a path of theirs (vLLM's route).
+            body: dict[str, Any] = {"lora_name": name, "lora_path": str(path)}
+            if replace:
+                body["load_inplace"] = True
+            await self.backends.change_adapter(base, "load", body)
+        else:
+            await self.adapters.load(name, path, base, replace=replace)
         return self.model_info(name)
 
     async def unload_adapter(self, name: str) -> None:
-        await self.adapters.unload(name)
+        entry = self.models.entries.get(name)
+        if entry is not None and isinstance(entry.engine, ReplicaSet) and entry.engine.adapter():
+            await self.backends.change_adapter(name, "unload", {"lora_name": name})
+        else:
+            await self.adapters.unload(name)
 
     def list_models(self) -> list[ModelInfo]:
         return [self.model_info(model_id) for model_id in self.models.entries]

@@ -80,6 +80,8 @@ class RemoteServer:
                                    eject_max_seconds=eject_max_seconds)
         self.models: tuple[str, ...] = ()
         self.model_roots: dict[str, str] = {}
+        # The LoRA adapters it lists: id -> (`parent`, `root`) of its model card.
+        self.adapters: dict[str, tuple[str, str | None]] = {}
         self.load = ServerLoad()
         # Called on every failure of the server itself (not on the client's own 4xx).
         self.on_failure: Callable[[RemoteServer, TextGenError], None] | None = None
@@ -165,7 +167,22 @@ class RemoteServer:
             ) from exc
         self.models = tuple(m["id"] for m in models)
         self.model_roots = weights_ids(models)  # part of the cache key
+        self.adapters = {m["id"]: (m["parent"], m.get("root")) for m in models
+                         if isinstance(m.get("parent"), str) and m["parent"] != m["id"]}
         return models
+
+    async def change_adapter(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        """POST vLLM's /v1/load_lora_adapter or /v1/unload_lora_adapter: its status and text
+        as they are (0 and the reason when it cannot be reached), for a report per replica."""
+        try:
+            response = await self._client.request(
+                "POST", path, dumps(body), self._plain_timeouts,
+                [(b"content-type", b"application/json")])
+            content = await read_bounded(response, _ERROR_BODY_LIMIT)
+            await response.aclose()
+        except httpx.HTTPError as exc:
+            return 0, transport_error(self.url, exc).message
+        return response.status_code, content.decode("utf-8", "replace")
 
     async def read_metrics(self, seconds: float | None = None) -> list[Metric]:
         """The server's `/metrics` page, parsed (the families the lab reads of it).

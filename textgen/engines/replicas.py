@@ -39,6 +39,9 @@ class ReplicaSet:
         self.model = model
         self.router = router
         self.replicas: list[RemoteServer] = []
+        # Bumped by each load of this adapter through the lab: vLLM's listing says nothing of
+        # an adapter's weights, so new ones under the same name and path need a new key.
+        self.loads = 0
         # Told of each request sent a second time (metrics).
         self.on_retry: Callable[[RemoteServer, RequestNotSent], None] | None = None
 
@@ -62,6 +65,11 @@ class ReplicaSet:
     def remove(self, server: RemoteServer) -> None:
         if server in self.replicas:
             self.replicas.remove(server)
+
+    def adapter(self) -> tuple[str, str | None] | None:
+        """(`parent`, `root`) when the model is a LoRA adapter its replicas list."""
+        return next((r.adapters[self.model] for r in self.replicas if self.model in r.adapters),
+                    None)
 
     def down(self) -> bool:
         """Every replica is down: the model cannot be served now."""
@@ -90,7 +98,8 @@ class ReplicaSet:
         stable while replicas of one Deployment come and go (the cache key stays)."""
         endpoints = sorted({r.endpoint.shown for r in self.replicas})
         roots = sorted({r.model_roots.get(model, "") for r in self.replicas})
-        return f"{','.join(endpoints)}|{roots[0] if roots else ''}"
+        loads = f"|loads={self.loads}" if self.loads else ""
+        return f"{','.join(endpoints)}|{roots[0] if roots else ''}{loads}"
 
     async def close(self) -> None:
         """Nothing to close: the servers belong to `RemoteBackends`, shared between models."""

@@ -216,7 +216,10 @@ def _replicas(engine: Engine | None) -> dict[str, Any]:
 
 
 def _adapter(engine: Engine | None) -> dict[str, Any]:
-    """A LoRA adapter's base and folder, for ModelInfo."""
+    """A LoRA adapter's base and folder, for ModelInfo (in-process, or as remote replicas
+    list it)."""
+    if isinstance(engine, ReplicaSet) and (listed := engine.adapter()) is not None:
+        return {"parent": listed[0], "root": listed[1]}
     if not isinstance(engine, AdapterEngine):
         return {}
     return {"parent": engine.base_id, "root": str(engine.folder.path)}
