@@ -335,7 +335,7 @@ class RequestScope:
             ttft=timing.time_to_first_token, identity=identity, engine=kind,
             vllm_version=provenance.vllm_version() if local else None,
             device=p.device if local else None, request_id=request.request_id,
-            experiment=request.experiment,
+            experiment=request.experiment, **({"id": request.run_id} if request.run_id else {}),
         ))
 
 

@@ -35,6 +35,8 @@ class OpenAIRequest:
     # set; None: not kept. `experiment` groups the runs of one evaluation or comparison.
     record: str | None = None
     experiment: str | None = None
+    # The id its kept run gets (a new one when None): a caller that must find the run.
+    run_id: str | None = None
     model: str = field(init=False)
     stream: bool = field(init=False)
 

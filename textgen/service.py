@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from .engine_stats import EngineReading
 from .engines import Engine
 from .engines.replicas import ReplicaSet
 from .engines.vllm_local import VllmEngine, VllmOptions
-from .errors import InvalidRequest, TextGenError
+from .errors import InvalidRequest, RunNotFound, TextGenError
 from .experiments import Evaluations
 from .generation import Generation
 from .metrics import Metrics
@@ -40,7 +41,7 @@ from .models import EngineLifecycle, ModelInfo, ModelRegistry, ModelState
 from .pipeline import Pipeline, RequestRecord, record_dict
 from .ratelimit import RateLimiter
 from .request import OpenAIRequest
-from .runs import RunStore, provenance
+from .runs import RunRecord, RunStore, provenance
 from .settings import Settings
 from .telemetry import TelemetrySampler
 from .tracing import Tracing
@@ -291,6 +292,27 @@ class TextGen:
         generation = await self.open(request.plain())
         assert generation.response is not None
         return generation.response
+
+    async def rerun(self, run_id: str) -> RunRecord:
+        """A kept run's request sent again, fresh (not answered from the cache), and kept as a
+        new run (mode `rerun`, in the first one's experiment): the new run, ended or failed."""
+        first = await self.runs.get(run_id)
+        again = OpenAIRequest(first.route, dict(first.request),  # type: ignore[arg-type]
+                              read_cache=False, record="rerun", experiment=first.experiment,
+                              run_id=uuid.uuid4().hex)
+        failure: TextGenError | None = None
+        try:
+            await self.complete(again)
+        except TextGenError as exc:  # a failure is kept as a run too; say it if it was not
+            failure = exc
+        await self.runs.flush()
+        assert again.run_id is not None
+        try:
+            return await self.runs.get(again.run_id)
+        except RunNotFound:
+            if failure is not None:
+                raise failure from None
+            raise
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """`/tokenize` or `/detokenize` by the engine serving the body's model."""

@@ -9,12 +9,13 @@ into the table's rows, JSON Lines, and what the Playground shows again when one 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from typing import Any
 
 import pandas as pd
 
-from textgen.runs import RunRecord
+from textgen.runs import RunDiff, RunRecord
 
 from . import conversation
 from .forms import CHAT, COMPLETION
@@ -24,7 +25,7 @@ COLUMNS = ["id", "time", "model", "mode", "settings", "first words", "tokens", "
 SHOWN = 200  # rows in the table; the filters find older ones
 FIRST_WORDS = 48
 # Where a run came from, for the mode filter (the core's `OpenAIRequest.record` values).
-MODES = ["playground", "compare", "sweep", "evaluation", "api", "notebook"]
+MODES = ["playground", "compare", "sweep", "evaluation", "api", "notebook", "rerun"]
 
 # Body fields that are the input or the transport, not settings.
 _NOT_SETTINGS = {"model", "messages", "prompt", "stream", "stream_options"}
@@ -113,3 +114,38 @@ def reopened(run: RunRecord) -> dict[str, Any]:
         opened.update(prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
                       output=reply if isinstance(reply, str) else "")
     return opened
+
+
+def choice_label(run: RunRecord) -> str:
+    """A run in the Re-run / Diff pickers: its short id, time, model and first words."""
+    when = dt.datetime.fromtimestamp(run.created).strftime("%H:%M:%S")
+    return f"{run.id[:8]} · {when} · {run.model} · {first_words(run.request)}"
+
+
+def diff_html(d: RunDiff) -> str:
+    """Two runs side by side: the settings that differ, and the outputs with what only A had
+    struck through and what only B has underlined."""
+    def cell(value: Any) -> str:
+        return "<em>unset</em>" if value is None else html.escape(json.dumps(value))
+
+    if d.settings:
+        rows = "".join(f"<tr><td><code>{html.escape(f)}</code></td><td>{cell(a)}</td>"
+                       f"<td>{cell(b)}</td></tr>" for f, a, b in d.settings)
+        settings = (f'<table class="run-diff-settings"><tr><th>setting</th><th>A '
+                    f"{d.a[:8]}</th><th>B {d.b[:8]}</th></tr>{rows}</table>")
+    else:
+        settings = "<p>Same model and settings.</p>"
+    same_input = "<p>Same input.</p>" if d.same_input else "<p><b>The inputs differ.</b></p>"
+    parts = []
+    for change in d.output:
+        if change.op == "equal":
+            parts.append(html.escape(change.a))
+            continue
+        if change.a:
+            parts.append(f'<del class="diff-a">{html.escape(change.a)}</del>')
+        if change.b:
+            parts.append(f'<ins class="diff-b">{html.escape(change.b)}</ins>')
+    verdict = ("The outputs are the same." if d.same_output else
+               "Struck through: only in A; underlined: only in B.")
+    return (f'<div class="run-diff">{settings}{same_input}<p>{verdict}</p>'
+            f'<pre class="run-diff-output">{"".join(parts)}</pre></div>')

@@ -1,4 +1,6 @@
-"""The lab's kept runs: GET /lab/runs (filtered, newest first), GET and DELETE /lab/runs/{id}."""
+"""The lab's kept runs: GET /lab/runs (filtered, newest first), GET and DELETE /lab/runs/{id},
+POST /lab/runs/{id}/rerun (the same request, fresh, kept as a new run) and
+GET /lab/runs/{a}/diff/{b} (settings, input and output side by side)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from textgen.errors import RunNotFound
+from textgen.runs import diff
 
 from ..deps import Authorized, TextGenDep
 from ..protocol import Run, RunList
@@ -40,3 +43,17 @@ async def delete_run(run_id: str, textgen: TextGenDep) -> dict[str, object]:
     if not await textgen.runs.delete([run_id]):
         raise RunNotFound(f"No run with id '{run_id}'.")
     return {"id": run_id, "object": "run", "deleted": True}
+
+
+@router.post("/lab/runs/{run_id}/rerun", response_model=Run,
+             summary="Send a kept run's request again, fresh; the new run")
+async def rerun(run_id: str, textgen: TextGenDep) -> Run:
+    return Run.model_validate(await textgen.rerun(run_id), from_attributes=True)
+
+
+@router.get("/lab/runs/{a}/diff/{b}", summary="Two kept runs side by side")
+async def diff_runs(a: str, b: str, textgen: TextGenDep) -> dict[str, object]:
+    """The settings that differ (the model first), whether the input is the same, and the
+    outputs as stretches that are the same or differ, token by token when the runs kept
+    their logprobs, word by word otherwise."""
+    return diff(await textgen.runs.get(a), await textgen.runs.get(b)).to_json()

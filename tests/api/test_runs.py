@@ -128,3 +128,34 @@ def test_runs_are_deleted_and_unknown_ones_are_404(client: openai.OpenAI, lab: L
 def test_health_shows_the_run_store(lab: LabServer) -> None:
     store = httpx.get(lab.base_url + "/health").json()["components"]["run_store"]
     assert store["backend"] == "sqlite" and store["status"] == "ok"
+
+
+def test_a_run_is_sent_again_fresh_and_diffed_against_its_first(client: openai.OpenAI,
+                                                                 lab: LabServer) -> None:
+    marker = uuid.uuid4().hex[:12]
+    client.completions.create(model=DEFAULT_MODEL, prompt=f"{marker} The sea is", max_tokens=8,
+                              temperature=0, logprobs=1, extra_headers=KEEP)
+    client.completions.create(model=DEFAULT_MODEL, prompt=f"{marker} The sea is", max_tokens=12,
+                              temperature=0, logprobs=1, extra_headers=KEEP)
+    longer, first = wait_kept(lab, marker, 2)  # newest first
+    r = httpx.post(f"{lab.base_url}/lab/runs/{first['id']}/rerun", headers=lab.headers,
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["id"] != first["id"] and again["mode"] == "rerun" and again["cache"] != "HIT"
+    assert again["request"] == first["request"] and again["text"] == first["text"]  # greedy
+
+    same = httpx.get(f"{lab.base_url}/lab/runs/{first['id']}/diff/{again['id']}",
+                     headers=lab.headers).json()
+    assert same["settings"] == [] and same["same_input"] and same["same_output"]
+    # Greedy and 4 tokens more: the same start, then what only the longer run has, in the
+    # model's own tokens (the runs kept their logprobs).
+    more = httpx.get(f"{lab.base_url}/lab/runs/{first['id']}/diff/{longer['id']}",
+                     headers=lab.headers).json()
+    assert more["settings"] == [{"field": "max_tokens", "a": 8, "b": 12}]
+    assert [c["op"] for c in more["output"]] == ["equal", "insert"]
+    assert more["output"][0]["a"] == first["text"]
+    assert first["text"] + more["output"][1]["b"] == longer["text"]
+    assert len(more["output"][1]["b"]) > 0
+    gone = httpx.post(f"{lab.base_url}/lab/runs/nope/rerun", headers=lab.headers)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "run_not_found"

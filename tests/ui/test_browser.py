@@ -737,6 +737,31 @@ def test_the_history_keeps_the_runs_and_reopens_one(page: Any) -> None:
     assert page.input_value("#pg-max-tokens input[type=number]") == "8"
 
 
+def test_a_kept_run_is_sent_again_and_diffed_from_the_history(page: Any) -> None:
+    completion_mode(page)
+    set_slider(page, "#pg-temperature", 0)
+    set_slider(page, "#pg-max-tokens", 6)
+    marker = f"Diff {uuid.uuid4().hex[:6]}: the sea is"
+    page.fill("#pg-prompt textarea", marker)
+    assert run(page, "#pg-generate")["status"] == "done"
+    page.click("#tab-history-button")
+    wait(page, f"() => ({HISTORY_ROWS})().includes({json.dumps(marker[:20])})")
+    accordion(page, "#hist-tools", "Re-run or compare two runs", "#hist-rerun")
+    # The pickers hold the newest runs: A the one before, B the newest (this one).
+    wait(page, "() => document.querySelector('#hist-run-b input').value.includes('Diff ')")
+    page.click("#hist-run-a input")
+    page.locator("[role=option]", has_text=marker[:20]).first.click()
+    page.click("#hist-rerun")
+    view = "() => document.querySelector('#hist-diff-view').innerText"
+    wait(page, f"() => ({view})().includes('The outputs are')")
+    shown = page.inner_text("#hist-diff-view")
+    # Greedy, the same request fresh: the same settings, input and output.
+    assert "Same model and settings." in shown and "Same input." in shown
+    assert "The outputs are the same." in shown
+    wait(page, f"() => ({HISTORY_ROWS})().includes('rerun')")
+    shot(page, "20-history-rerun-diff")
+
+
 def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) -> None:
     """The run store outlives the lab: a run kept by this lab is in the History of a second
     lab process on the same data directory (one with no model of its own: it only reads)."""
@@ -756,7 +781,7 @@ def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) ->
             page.click("#tab-history-button")
             wait(page, f"() => ({HISTORY_ROWS})().includes('{marker}')")
             assert "api" in page.inner_text("#hist-table")
-            shot(page, "20-history-next-lab")
+            shot(page, "21-history-next-lab")
         finally:
             context.close()
 

@@ -92,3 +92,24 @@ def test_a_completion_run_reopens_as_its_prompt_and_output() -> None:
                                    route="completions"))
     assert opened["mode"] == "Completion"
     assert opened["prompt"] == COMPLETION["prompt"] and opened["output"] == " there was"
+
+
+def test_a_diff_shows_the_settings_that_differ_and_marks_each_runs_own_words() -> None:
+    from textgen.runs import diff
+
+    a = _run(1, {**COMPLETION, "temperature": 0.0}, {"choices": [{"text": "The sea is <blue>"}]},
+             route="completions")
+    b = _run(2, {**COMPLETION, "temperature": 0.5}, {"choices": [{"text": "The sea is green"}]},
+             route="completions")
+    shown = history.diff_html(diff(a, b))
+    assert "<code>temperature</code></td><td>0.0</td><td>0.5</td>" in shown
+    assert "Same input." in shown
+    assert '<del class="diff-a">&lt;blue&gt;</del><ins class="diff-b">green</ins>' in shown
+    assert "The outputs are the same." in history.diff_html(diff(a, a))
+    assert "Same model and settings." in history.diff_html(diff(a, a))
+
+
+def test_the_pickers_name_a_run_by_id_time_model_and_first_words() -> None:
+    label = history.choice_label(_run(1, COMPLETION, {"choices": [{"text": "x"}]},
+                                      route="completions"))
+    assert label.split(" · ")[2:] == ["m", history.first_words(COMPLETION)]

@@ -8,9 +8,10 @@ from typing import Any
 import gradio as gr
 
 from textgen import TextGen, TextGenError
-from textgen.runs import RunRecord
+from textgen.runs import RunRecord, diff
 
 from .. import conversation, downloads, history
+from ..alerts import user_error
 from .playground import Playground
 
 WIDTHS = ["7%", "9%", "15%", "8%", "19%", "17%", "6%", "7%", "6%", "6%"]
@@ -39,6 +40,16 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
     table = gr.Dataframe(history.frame([]), interactive=False, wrap=True, max_height=600,
                          column_widths=WIDTHS, elem_id="hist-table", label="Runs")
     shown = gr.State([])  # the rows' runs, for reopening one
+    with gr.Accordion("Re-run or compare two runs", open=False, elem_id="hist-tools"):
+        with gr.Row(equal_height=True):
+            run_a = gr.Dropdown([], label="Run A", elem_id="hist-run-a", scale=3,
+                                allow_custom_value=True)
+            run_b = gr.Dropdown([], label="Run B", elem_id="hist-run-b", scale=3,
+                                allow_custom_value=True)
+            rerun = gr.Button("Re-run A", size="sm", elem_id="hist-rerun", scale=0)
+            compare = gr.Button("Diff A and B", size="sm", variant="primary",
+                                elem_id="hist-diff", scale=0)
+        compared = gr.HTML(elem_id="hist-diff-view")
 
     async def show(model_: str | None, mode_: str | None, text_: str | None):
         try:
@@ -57,11 +68,46 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
         return (history.frame(runs), gr.DownloadButton(value=path, interactive=True),
                 f"{len(runs)} run(s){more}.", runs)
 
+    def pickers(runs: list[RunRecord], a: str | None, b: str | None):
+        """The shown runs in the pickers; A and B stay while they are shown, else the two
+        newest (so a fresh page compares the last two runs)."""
+        choices = [(history.choice_label(r), r.id) for r in runs]
+        ids = [r.id for r in runs]
+        a = a if a in ids else (ids[1] if len(ids) > 1 else (ids[0] if ids else None))
+        b = b if b in ids else (ids[0] if ids else None)
+        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b)
+
     inputs, outputs = [model, mode, text], [table, download, count, shown]
     # Queued, as the chat's export: a file's URL is right only from the queue (mounted at /ui).
     for event in (finished.change, tab.select, refresh.click, model.change, mode.change,
                   text.submit):
-        event(show, inputs, outputs, show_progress="hidden", concurrency_limit=None)
+        event(show, inputs, outputs, show_progress="hidden", concurrency_limit=None).then(
+            pickers, [shown, run_a, run_b], [run_a, run_b], show_progress="hidden")
+
+    async def do_rerun(a: str | None):
+        if not a:
+            raise user_error("Pick run A first.")
+        try:
+            again = await textgen.rerun(a)
+            first = await textgen.runs.get(a)
+        except TextGenError as exc:
+            raise user_error(exc.message, title="Re-run failed") from None
+        # The new run as B, compared with A at once.
+        return again.id, history.diff_html(diff(first, again))
+
+    async def do_diff(a: str | None, b: str | None):
+        if not a or not b:
+            raise user_error("Pick two runs, A and B.")
+        try:
+            return history.diff_html(diff(await textgen.runs.get(a), await textgen.runs.get(b)))
+        except TextGenError as exc:
+            raise user_error(exc.message, title="Diff failed") from None
+
+    rerun_done = rerun.click(do_rerun, run_a, [run_b, compared], concurrency_limit=None)
+    # Refresh the table (the new run is in it), then show it as B.
+    rerun_done.then(show, inputs, outputs, show_progress="hidden").then(
+        pickers, [shown, run_a, run_b], [run_a, run_b], show_progress="hidden")
+    compare.click(do_diff, [run_a, run_b], compared, concurrency_limit=None)
 
     p, chat = playground, playground.chat
     reopen_outputs = [tabs, p.mode, p.model, p.last_model, p.prompt, p.output, chat.system,
