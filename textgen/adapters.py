@@ -1,4 +1,5 @@
-"""LoRA adapters served as models of their own, on the engine of their base model.
+"""LoRA adapters served as models of their own, on the engine of their base model (or, for a
+model served remotely, loaded on its servers by vLLM's own route: textgen.backends).
 
 An adapter is a folder in PEFT's format (`adapter_config.json` + the weights). It is checked
 here before vLLM sees it, so a bad adapter is a clear 4xx and never disturbs the base engine:
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import ModelSpec
+from .engines.replicas import ReplicaSet
 from .errors import (
     GenerationInterrupted,
     InvalidRequest,
@@ -142,6 +144,8 @@ class Adapters:
         self._max_rank = max_rank
         self._modules = modules
         self._drain_seconds = drain_seconds
+        # The remote backends (textgen.backends), for adapters of models served remotely.
+        self.remote: Any = None
 
     async def load(self, name: str, path: str | Path, base: str | None = None, *,
                    replace: bool = False) -> str:
@@ -153,6 +157,13 @@ class Adapters:
         if not name or not str(path):
             raise InvalidRequest("Both 'lora_name' and 'lora_path' must be provided.",
                                  param="lora_name" if not name else "lora_path")
+        if base and isinstance(self._models.entry(base).engine, ReplicaSet):
+            # A remote base: its servers load it from a path of theirs, by vLLM's route.
+            body: dict[str, Any] = {"lora_name": name, "lora_path": str(path)}
+            if replace:
+                body["load_inplace"] = True
+            await self.remote.change_adapter(base, "load", body)
+            return base
         self._check_name(name, replace=replace)
         folder = await asyncio.to_thread(inspect, Path(path), max_rank=self._max_rank)
         return await self._load(name, folder, base)
@@ -183,6 +194,9 @@ class Adapters:
 
     async def unload(self, name: str) -> None:
         entry = self._models.entries.get(name)
+        if entry is not None and isinstance(entry.engine, ReplicaSet) and entry.engine.adapter():
+            await self.remote.change_adapter(name, "unload", {"lora_name": name})
+            return
         if entry is None or not isinstance(entry.engine, AdapterEngine):
             # vLLM's words and status for an adapter that is not loaded.
             raise RequestRejected(f"The lora adapter '{name}' cannot be found.", status=404,

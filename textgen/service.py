@@ -31,7 +31,6 @@ from .cache import (
 )
 from .engine_stats import EngineReading
 from .engines import Engine
-from .engines.replicas import ReplicaSet
 from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, RunNotFound, TextGenError
 from .experiments import Evaluations
@@ -97,6 +96,7 @@ class TextGen:
         self._background: set[asyncio.Task[Any]] = set()
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.
         self.backends = RemoteBackends(s, self.models, self.metrics)
+        self.adapters.remote = self.backends  # adapters of remote models: on their servers
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -237,22 +237,11 @@ class TextGen:
                            replace: bool = False) -> ModelInfo:
         """Load a LoRA adapter as the model `name` on its base's engine (textgen.adapters);
         `replace` reloads a name already loaded (vLLM's `load_inplace`)."""
-        if base and isinstance(self.models.entry(base).engine, ReplicaSet):
-            # A remote base: its servers load it from a path of theirs (vLLM's route).
-            body: dict[str, Any] = {"lora_name": name, "lora_path": str(path)}
-            if replace:
-                body["load_inplace"] = True
-            await self.backends.change_adapter(base, "load", body)
-        else:
-            await self.adapters.load(name, path, base, replace=replace)
+        await self.adapters.load(name, path, base, replace=replace)
         return self.model_info(name)
 
     async def unload_adapter(self, name: str) -> None:
-        entry = self.models.entries.get(name)
-        if entry is not None and isinstance(entry.engine, ReplicaSet) and entry.engine.adapter():
-            await self.backends.change_adapter(name, "unload", {"lora_name": name})
-        else:
-            await self.adapters.unload(name)
+        await self.adapters.unload(name)
 
     def list_models(self) -> list[ModelInfo]:
         return [self.model_info(model_id) for model_id in self.models.entries]
