@@ -636,15 +636,18 @@ def test_copy_as_code_shows_the_current_request(page: Any) -> None:
     shot(page, "04-copy-as-code")
 
 
-def test_compare_streams_two_settings_side_by_side(page: Any) -> None:
+def test_compare_streams_four_settings_side_by_side(page: Any) -> None:
     page.click("#tab-compare-button")
-    wait(page, "() => (document.querySelector('#cmp-model-b input') || {}).value?.includes('● loaded')")
+    page.locator("#cmp-columns").get_by_label("4").check()
+    page.wait_for_selector("#cmp-column-d", state="visible")
+    wait(page, "() => (document.querySelector('#cmp-model-d input') || {}).value?.includes('● loaded')")
     page.fill("#cmp-prompt textarea", "Name three colours.")
     set_slider(page, "#cmp-max-tokens", 32)
     page.click("#cmp-run")
-    for side in ("a", "b"):
+    sides = ("a", "b", "c", "d")
+    for side in sides:
         assert wait_status(page, f"#cmp-figures-{side}", "done", "error", "stopped") == "done"
-    for side in ("a", "b"):
+    for side in sides:
         side_figures = figures(page, f"#cmp-figures-{side}")
         assert page.input_value(f"#cmp-output-{side} textarea").strip()
         assert int(side_figures["completion tokens"]) > 0

@@ -1,4 +1,5 @@
-"""The Compare tab: one prompt on two models (or two settings of one), streamed side by side."""
+"""The Compare tab: one prompt on up to four columns of model × settings (an adapter is a
+model), streamed side by side, each with its figures; the runs are kept as one experiment."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from ..streaming import (
 )
 
 VIEW = "compare"
+# The columns and the temperature each starts with: A cool, B hot, C in between, D greedy.
+COLUMNS = {"A": 0.2, "B": 1.0, "C": 0.7, "D": 0.0}
+SHOWN = 2  # columns shown on a fresh page
 
 
 @dataclass
 class Side:
-    """The widgets of one side."""
+    """The widgets of one column."""
 
+    column: gr.Column
     model: gr.Dropdown
     temperature: gr.Slider
     top_p: gr.Slider
@@ -37,8 +42,8 @@ class Side:
     figures: gr.HTML
 
 
-def _side(name: str, temperature: float) -> Side:
-    with gr.Column():
+def _side(name: str, temperature: float, visible: bool) -> Side:
+    with gr.Column(visible=visible, elem_id=f"cmp-column-{name.lower()}") as column:
         gr.Markdown(f"#### {name}")
         model = gr.Dropdown(label="Model", choices=[], elem_id=f"cmp-model-{name.lower()}")
         with gr.Row():
@@ -50,13 +55,14 @@ def _side(name: str, temperature: float) -> Side:
                             autoscroll=True, elem_id=f"cmp-output-{name.lower()}")
         figures = gr.HTML(figures_html({"status": "ready"}), css_template=FIGURES_CSS,
                           js_on_load=None, elem_id=f"cmp-figures-{name.lower()}")
-    return Side(model, temp, top_p, seed, output, figures)
+    return Side(column, model, temp, top_p, seed, output, figures)
 
 
 def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     """Lay out the tab inside the current Blocks context and wire its events."""
-    gr.Markdown("Run one prompt on two models, or on one model with two settings "
-                "(A starts cool, B hot). Both stream at once.")
+    gr.Markdown("Run one prompt on two to four columns: models, adapters, or one model with "
+                "other settings (A starts cool, B hot, C in between, D greedy). All stream at "
+                "once.")
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", lines=3, scale=4, elem_id="cmp-prompt",
                             placeholder="Explain what a KV cache is in two sentences.")
@@ -64,37 +70,39 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
             mode = gr.Radio(forms.MODES, value=forms.CHAT, label="Mode", elem_id="cmp-mode")
             max_tokens = gr.Slider(1, textgen.settings.MAX_MODEL_LEN or 4096, value=128, step=1,
                                    label="max_tokens", elem_id="cmp-max-tokens")
+            count = gr.Radio([2, 3, 4], value=SHOWN, label="Columns", elem_id="cmp-columns")
     with gr.Row():
-        run_both = gr.Button("Run both", variant="primary", elem_id="cmp-run")
+        run_all = gr.Button("Run all", variant="primary", elem_id="cmp-run")
         stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")
     with gr.Row(equal_height=False):
-        a = _side("A", 0.2)
-        b = _side("B", 1.0)
+        sides = [_side(name, temp, i < SHOWN) for i, (name, temp) in enumerate(COLUMNS.items())]
 
     seen = gr.State("")
-    last_a, last_b = gr.State(None), gr.State(None)
+    lasts = [gr.State(None) for _ in sides]
 
-    def refresh(model_a: str | None, model_b: str | None, signature: str):
+    def refresh(signature: str, *models: str | None):
         infos = textgen.list_models()
         sig = picker.signature(infos)
-        if sig == signature and model_a and model_b:
-            return (gr.skip(),) * 5
+        if sig == signature and all(models):
+            return (gr.skip(),) * (2 * len(sides) + 1)
         fallback = picker.default_model(infos)
         options = picker.choices(infos)
-        model_a, model_b = model_a or fallback, model_b or fallback
-        return (gr.Dropdown(choices=options, value=model_a), gr.Dropdown(choices=options, value=model_b),
-                model_a, model_b, sig)
+        chosen = [m or fallback for m in models]
+        return (*(gr.Dropdown(choices=options, value=m) for m in chosen), *chosen, sig)
 
     def chose(selected: str | None, previous: str | None) -> tuple[str | None, str | None]:
         model_id = picker.pick(textgen, selected, previous)
         return model_id, model_id
 
-    async def run(prompt_, mode_, max_tokens_, model_a, temp_a, top_p_a, seed_a,
-                  model_b, temp_b, top_p_b, seed_b, request: gr.Request):
+    def show_columns(n: int):
+        return [gr.Column(visible=i < int(n)) for i in range(len(sides))]
+
+    async def run(prompt_, mode_, max_tokens_, n, *values, request: gr.Request):
+        shown = list(COLUMNS)[:int(n)]
         runs = []
-        comparison = f"compare-{uuid.uuid4().hex[:12]}"  # the two runs, one experiment
-        for model_id, temp, top_p, seed in ((model_a, temp_a, top_p_a, seed_a),
-                                            (model_b, temp_b, top_p_b, seed_b)):
+        comparison = f"compare-{uuid.uuid4().hex[:12]}"  # the columns' runs, one experiment
+        for i, _ in enumerate(shown):
+            model_id, temp, top_p, seed = values[4 * i: 4 * i + 4]
             options = {"max_tokens": int(max_tokens_), "temperature": float(temp),
                        "top_p": float(top_p)}
             if (parsed_seed := forms.parse_seed(seed)) is not None:
@@ -102,28 +110,35 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
             request_ = forms.generation_request(model_id, mode_, prompt_, options).kept_as(
                 "compare", comparison)
             runs.append(Run(textgen, request_, problem=readiness_problem(textgen, model_id)))
+        idle = (gr.skip(), gr.skip()) * (len(sides) - len(runs))
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow(runs, stop_event):
-                yield (runs[0].output(), figures_html(runs[0].figures()),
-                       runs[1].output(), figures_html(runs[1].figures()),
+                shown_now = [x for r in runs for x in (r.output(), figures_html(r.figures()))]
+                yield (*shown_now, *idle,
                        *buttons(running=not all(r.finished for r in runs)))
-        failed = [(name, r.error) for name, r in zip("AB", runs, strict=True) if r.state == "error"]
+        failed = [(name, r.error) for name, r in zip(shown, runs, strict=True)
+                  if r.state == "error"]
         if len(failed) == len(runs):
             raise user_error(" / ".join(f"{name}: {error}" for name, error in failed),
-                           title="Both sides failed")
+                             title="Every column failed")
         for name, error in failed:
-            gr.Warning(f"{name}: {error}", title=f"Side {name} failed")
+            gr.Warning(f"{name}: {error}", title=f"Column {name} failed")
 
     def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
 
     timer = gr.Timer(2.0)
-    gr.on([demo.load, timer.tick], refresh, [a.model, b.model, seen],
-          [a.model, b.model, last_a, last_b, seen], show_progress="hidden", queue=False)
-    for side, last in ((a, last_a), (b, last_b)):
+    models = [side.model for side in sides]
+    gr.on([demo.load, timer.tick], refresh, [seen, *models], [*models, *lasts, seen],
+          show_progress="hidden", queue=False)
+    for side, last in zip(sides, lasts, strict=True):
         side.model.select(chose, [side.model, last], [side.model, last], show_progress="hidden")
-    inputs = [prompt, mode, max_tokens, a.model, a.temperature, a.top_p, a.seed,
-              b.model, b.temperature, b.top_p, b.seed]
-    run_both.click(run, inputs, [a.output, a.figures, b.output, b.figures, run_both, stop],
-                   concurrency_limit=None, show_progress="hidden")
+    count.change(show_columns, count, [side.column for side in sides], queue=False,
+                 show_progress="hidden")
+    inputs = [prompt, mode, max_tokens, count,
+              *(w for side in sides for w in (side.model, side.temperature, side.top_p,
+                                              side.seed))]
+    outputs = [w for side in sides for w in (side.output, side.figures)]
+    run_all.click(run, inputs, [*outputs, run_all, stop], concurrency_limit=None,
+                  show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
