@@ -15,7 +15,16 @@ from textgen import Settings, TextGen
 
 from . import errors, openapi
 from .request_ids import RequestIdMiddleware
-from .routes import adapters, completions, evaluations, health, models, runs, tokenize
+from .routes import (
+    adapters,
+    arena,
+    completions,
+    evaluations,
+    health,
+    models,
+    runs,
+    tokenize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,7 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
     app.include_router(adapters.router)
     app.include_router(runs.router)
     app.include_router(evaluations.router)
+    app.include_router(arena.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

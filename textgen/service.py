@@ -33,7 +33,7 @@ from .engine_stats import EngineReading
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
 from .errors import InvalidRequest, RunNotFound, TextGenError
-from .experiments import Evaluations
+from .experiments import Arena, Evaluations
 from .generation import Generation
 from .metrics import Metrics
 from .models import EngineLifecycle, ModelInfo, ModelRegistry, ModelState
@@ -92,6 +92,7 @@ class TextGen:
         self.pipeline = Pipeline(s, self.models, self.lifecycle, self.cache, self.limiter,
                                  self.metrics, self.tracing, self.runs)
         self.evaluations = Evaluations(self)
+        self.arena = Arena(self.runs)  # blind pairwise votes and their leaderboards
         self._metrics_server: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         # Remote vLLM servers (VLLM_ENDPOINT, VLLM_ENDPOINTS): their models join the registry.

@@ -655,6 +655,28 @@ def test_compare_streams_four_settings_side_by_side(page: Any) -> None:
     shot(page, "05-compare")
 
 
+def test_a_blind_round_hides_the_columns_until_the_vote_which_ranks_them(page: Any) -> None:
+    page.click("#tab-compare-button")
+    wait(page, "() => (document.querySelector('#cmp-model-b input') || {}).value?.includes('● loaded')")
+    page.fill("#cmp-prompt textarea", "Name a colour.")
+    set_slider(page, "#cmp-max-tokens", 8)
+    accordion(page, "#cmp-blind", "Blind pairwise", "#cmp-blind-start")
+    page.click("#cmp-blind-start")
+    # The votes open once both answers are in; until then nothing says which is which.
+    wait(page, "() => !document.querySelector('#cmp-vote-left').disabled")
+    assert page.input_value("#cmp-blind-left textarea").strip()
+    assert page.input_value("#cmp-blind-right textarea").strip()
+    assert "temperature" not in page.inner_text("#cmp-blind-reveal")
+    page.click("#cmp-vote-left")
+    wait(page, "() => document.querySelector('#cmp-blind-reveal').innerText.includes('kept')")
+    reveal = page.inner_text("#cmp-blind-reveal")
+    assert "temperature=0.2" in reveal and "temperature=1" in reveal
+    wait(page, "() => document.querySelector('#cmp-leaderboard').innerText.includes('temperature=0.2')")
+    assert page.inner_text("#cmp-leaderboard").count("temperature=") >= 2  # both ranked
+    assert page.locator("#cmp-vote-left").is_disabled()  # one vote per round
+    shot(page, "05b-compare-blind")
+
+
 def benchmark_tab(page: Any, levels: str, output_len: int, rounds: int, plan: str) -> None:
     page.click("#tab-benchmark-button")
     wait(page, f"() => (document.querySelector('#bench-model input') || {{}}).value === '{DEFAULT_MODEL}'")

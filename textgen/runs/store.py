@@ -200,7 +200,7 @@ class RunStore:
     async def prune(self) -> int:
         """Delete the runs past RUNS_MAX_AGE_DAYS and, beyond RUNS_MAX_RUNS, the oldest."""
         deleted = 0
-        async with self._connection("prune") as conn:
+        async with self.transaction("prune") as conn:
             if self.max_age_days:
                 cutoff = time.time() - self.max_age_days * 86400
                 deleted += (await conn.execute(
@@ -233,7 +233,7 @@ class RunStore:
             pattern = "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
             query = query.where(or_(RunRow.text.ilike(pattern, escape="\\"),
                                     cast(RunRow.request, Text).ilike(pattern, escape="\\")))
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             rows = (await conn.execute(query)).mappings().all()
         found = {r.id: r for r in waiting}
         found.update((row["id"], RunRecord(**row)) for row in rows)
@@ -251,14 +251,14 @@ class RunStore:
         for record in (*self._writing, *self._pending):
             if record.id == run_id:
                 return record
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             row = (await conn.execute(select(RunRow).where(RunRow.id == run_id))).mappings().first()
         if row is None:
             raise RunNotFound(f"No run with id '{run_id}'.")
         return RunRecord(**row)
 
     async def count(self) -> int:
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             written = (await conn.execute(select(func.count()).select_from(RunRow))).scalar_one()
         return int(written) + self.buffered()
 
@@ -266,14 +266,14 @@ class RunStore:
         """Delete runs by id (written or still buffered); how many there were."""
         ids = set(run_ids)
         buffered = self._unbuffer(lambda r: r.id in ids)
-        async with self._connection("delete") as conn:
+        async with self.transaction("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.id.in_(ids)))
         return len(buffered) + (result.rowcount or 0)
 
     async def delete_experiment(self, experiment: str) -> int:
         """Delete an experiment: its runs, its scores and its definition; how many runs."""
         buffered = self._unbuffer(lambda r: r.experiment == experiment)
-        async with self._connection("delete") as conn:
+        async with self.transaction("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.experiment == experiment))
             await conn.execute(delete(ScoreRow).where(ScoreRow.experiment == experiment))
             await conn.execute(delete(ExperimentRow).where(ExperimentRow.id == experiment))
@@ -291,16 +291,16 @@ class RunStore:
     # --- experiments: written at once, not buffered (an evaluation resumes from them) ---------
 
     async def save_experiment(self, values: dict[str, Any]) -> None:
-        async with self._connection("experiment") as conn:
+        async with self.transaction("experiment") as conn:
             await conn.execute(insert(ExperimentRow), [values])
 
     async def update_experiment(self, experiment: str, **values: Any) -> None:
-        async with self._connection("experiment") as conn:
+        async with self.transaction("experiment") as conn:
             await conn.execute(update(ExperimentRow).where(ExperimentRow.id == experiment)
                                .values(**values))
 
     async def experiment(self, experiment: str) -> dict[str, Any]:
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             row = (await conn.execute(select(ExperimentRow).where(
                 ExperimentRow.id == experiment))).mappings().first()
         if row is None:
@@ -314,7 +314,7 @@ class RunStore:
             query = query.where(ExperimentRow.kind == kind)
         if status:
             query = query.where(ExperimentRow.status == status)
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def add_scores(self, rows: list[dict[str, Any]]) -> None:
@@ -322,17 +322,17 @@ class RunStore:
         evaluation) keeps its first score."""
         if not rows:
             return
-        async with self._connection("experiment") as conn:
+        async with self.transaction("experiment") as conn:
             dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
             await conn.execute(dialect(ScoreRow).on_conflict_do_nothing(), rows)
 
     async def scores(self, experiment: str) -> list[dict[str, Any]]:
         query = select(ScoreRow).where(ScoreRow.experiment == experiment)
-        async with self._connection("read") as conn:
+        async with self.transaction("read") as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     @contextlib.asynccontextmanager
-    async def _connection(self, operation: str):  # type: ignore[no-untyped-def]
+    async def transaction(self, operation: str):  # type: ignore[no-untyped-def]
         """A transaction for a read or a delete; a database fault is a RunStoreUnavailable."""
         if not self.enabled or self._engine is None:
             raise RunStoreUnavailable("The run store is off (RUNS_DATABASE_URL is empty).")

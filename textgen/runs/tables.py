@@ -3,6 +3,7 @@
     runs          every kept request and its answer (textgen.runs.store)
     experiments   an evaluation (or later a comparison): its definition, state and summary
     scores        one configuration's answer to one item of an evaluation, scored
+    votes         a blind pairwise comparison's verdict: which of two answers was better
 """
 
 from __future__ import annotations
@@ -93,3 +94,23 @@ class ScoreRow(Base):
     status: Mapped[str] = mapped_column(String(64), nullable=False)
     seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class VoteRow(Base):
+    """One blind comparison: two configurations answered one prompt anonymously, and the
+    researcher said which was better, or a tie (textgen.experiments.arena)."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Votes are ranked per arena: one leaderboard per question a researcher asks.
+    arena: Mapped[str] = mapped_column(String(64), nullable=False)
+    created: Mapped[float] = mapped_column(Float, nullable=False)
+    left: Mapped[str] = mapped_column(String(512), nullable=False)
+    right: Mapped[str] = mapped_column(String(512), nullable=False)
+    winner: Mapped[str] = mapped_column(String(8), nullable=False)  # left, right or tie
+    left_run: Mapped[str | None] = mapped_column(String(32))
+    right_run: Mapped[str | None] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+    __table_args__ = (Index("ix_votes_arena", "arena"),)

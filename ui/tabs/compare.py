@@ -22,6 +22,7 @@ from ..streaming import (
     readiness_problem,
     session_of,
 )
+from . import arena
 
 VIEW = "compare"
 # The columns and the temperature each starts with: A cool, B hot, C in between, D greedy.
@@ -142,3 +143,4 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     run_all.click(run, inputs, [*outputs, run_all, stop], concurrency_limit=None,
                   show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
+    arena.build(demo, textgen, stops, prompt, mode, max_tokens, count, inputs[4:])
