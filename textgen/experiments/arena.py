@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Winner = Literal["left", "right", "tie"]
 WINNERS = ("left", "right", "tie")
 _SCORE = {"left": 1.0, "right": 0.0, "tie": 0.5}  # what the left configuration scored
+_LIMITS = {"left": 512, "right": 512, "arena": 64, "left_run": 32,
+           "right_run": 32}  # the votes table's columns
 COLUMNS = ["config", "rating", "low", "high", "votes", "wins", "ties", "losses"]
 
 
@@ -48,6 +50,13 @@ class Arena:
             raise InvalidRequest(f"'winner' is one of {', '.join(WINNERS)}.", param="winner")
         if not left or not right or left == right:
             raise InvalidRequest("A vote compares two different configurations.", param="left")
+        for name, value in (("left", left), ("right", right), ("arena", arena),
+                            ("left_run", left_run or ""), ("right_run", right_run or ""),
+                            ("prompt", prompt)):
+            # What the database could not take is the client's mistake, not an outage.
+            if "\x00" in value or (name != "prompt" and len(value) > _LIMITS[name]):
+                raise InvalidRequest(f"'{name}' is too long or holds a NUL character.",
+                                     param=name)
         vote_id = uuid.uuid4().hex
         async with self.store.transaction("vote") as conn:
             await conn.execute(insert(VoteRow), [{
