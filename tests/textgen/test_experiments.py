@@ -95,3 +95,20 @@ def test_intervals() -> None:
     low, high = confidence_interval([0.5, 0.7, 0.9])
     assert math.isclose((low + high) / 2, 0.7)
     assert confidence_interval([]) == (None, None)
+
+
+def test_results_carry_each_configurations_model_and_settings_and_say_which_varies() -> None:
+    from textgen.experiments import Results
+
+    configs = [{"model": "m", "settings": {"temperature": t, "max_tokens": 8, "stop": ["x"]}}
+               for t in (0.0, 0.7)]
+    labels = [Config(**c).label for c in configs]
+    scores = [{"experiment": "e", "config": label, "item": "1", "request_id": "r", "output": "o",
+               "score": s, "status": "ok", "seconds": 0.1, "completion_tokens": 3}
+              for label, s in zip(labels, (1.0, 0.0), strict=True)]
+    results = Results.of(labels, scores, configs)
+    assert list(results.summary["temperature"]) == [0.0, 0.7]
+    assert list(results.summary["model"]) == ["m", "m"]
+    assert "stop" not in results.summary  # a list is not a plottable setting
+    assert results.varying() == "temperature"  # max_tokens is the same in both
+    assert Results.of(labels[:1], scores[:1], configs[:1]).varying() is None

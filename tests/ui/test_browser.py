@@ -784,7 +784,7 @@ def test_a_kept_run_is_sent_again_and_diffed_from_the_history(page: Any) -> None
     assert "Same model and settings." in shown and "Same input." in shown
     assert "The outputs are the same." in shown
     wait(page, f"() => ({HISTORY_ROWS})().includes('rerun')")
-    shot(page, "20-history-rerun-diff")
+    shot(page, "19b-history-rerun-diff")
 
 
 def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) -> None:
@@ -806,7 +806,7 @@ def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) ->
             page.click("#tab-history-button")
             wait(page, f"() => ({HISTORY_ROWS})().includes('{marker}')")
             assert "api" in page.inner_text("#hist-table")
-            shot(page, "21-history-next-lab")
+            shot(page, "20b-history-next-lab")
         finally:
             context.close()
 
@@ -815,13 +815,17 @@ def test_an_evaluation_runs_from_the_evaluate_tab(page: Any) -> None:
     page.click("#tab-evaluate-button")
     page.wait_for_selector("#eval-dataset textarea")
     assert "capital of France" in page.input_value("#eval-dataset textarea")  # a sample to run
+    page.fill("#eval-temperatures textarea", "0, 0.5")
     page.click("#eval-run")
     wait(page, "() => document.querySelector('#eval-progress').innerText.startsWith('Done')")
-    assert "6 of 6 answers scored" in page.inner_text("#eval-progress")
-    assert "temperature=0" in page.inner_text("#eval-summary")
+    assert "12 of 12 answers scored" in page.inner_text("#eval-progress")
+    assert "temperature=0.5" in page.inner_text("#eval-summary")
     assert "Paris" in page.inner_text("#eval-items")
     lines = download(page, "#eval-download").splitlines()
-    assert lines[0].startswith("config,item,") and len(lines) == 7
+    assert lines[0].startswith("config,item,") and len(lines) == 13
+    # The grid varies the temperature: score against it, a line per model.
+    page.wait_for_selector("#eval-setting-plot", state="visible")
+    assert "Score against temperature" in page.inner_text("#eval-setting-plot")
     shot(page, "21-evaluate")
 
 

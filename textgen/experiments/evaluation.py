@@ -301,7 +301,7 @@ class Evaluations:
     async def results(self, experiment: str) -> Results:
         row = await self.store.experiment(experiment)
         labels = [Config(**c).label for c in row["spec"]["configs"]]
-        return Results.of(labels, await self.store.scores(experiment))
+        return Results.of(labels, await self.store.scores(experiment), row["spec"]["configs"])
 
 
 def _text(response: dict[str, Any]) -> str:

@@ -20,14 +20,35 @@ class Results:
 
     summary: pd.DataFrame
     items: pd.DataFrame
+    # The settings of the configurations the summary has a column for (temperature, ...).
+    settings: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, labels: list[str], scores: list[Any]) -> Results:
-        """From the experiment's configurations (in their order) and its score rows."""
+    def of(cls, labels: list[str], scores: list[Any],
+           configs: list[dict[str, Any]] | None = None) -> Results:
+        """From the experiment's configurations (in their order), its score rows, and the
+        configurations as kept (their model and scalar settings become summary columns)."""
         items = pd.DataFrame(scores, columns=_COLUMNS)
-        summary = pd.DataFrame([_summary(label, items[items["config"] == label])
-                                for label in labels])
-        return cls(summary=summary, items=items.drop(columns=["experiment"]))
+        rows = [_summary(label, items[items["config"] == label]) for label in labels]
+        names: list[str] = []
+        for row, config in zip(rows, configs or [], strict=False):
+            row["model"] = config.get("model")
+            for name, value in (config.get("settings") or {}).items():
+                if isinstance(value, int | float | str | bool) and name not in row:
+                    row[name] = value
+                    if name not in names:
+                        names.append(name)
+        return cls(summary=pd.DataFrame(rows), items=items.drop(columns=["experiment"]),
+                   settings=tuple(names))
+
+    def varying(self) -> str | None:
+        """The first numeric setting that differs between configurations: what a plot of
+        score against a setting puts on its x axis (None when no setting varies)."""
+        for name in self.settings:
+            values = pd.to_numeric(self.summary[name], errors="coerce").dropna()
+            if values.nunique() > 1 and len(values) == len(self.summary):
+                return name
+        return None
 
     def wide(self) -> pd.DataFrame:
         """One row per item: each configuration's output and score, and whether they disagree."""

@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from textgen import TextGen, TextGenError
-from textgen.experiments import EvaluationSpec, datasets, grid
+from textgen.experiments import EvaluationSpec, Results, datasets, grid
 from textgen.experiments.scorers import NAMES
 
 from .. import downloads, picker
@@ -62,6 +62,10 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
         latency_plot = gr.ScatterPlot(x="mean_seconds", y="score", color="config", y_lim=[0, 1],
                                       label="Score against mean seconds per item",
                                       elem_id="eval-latency-plot")
+        # Shown when the grid varies a setting (the temperatures): score against it, per model.
+        setting_plot = gr.LinePlot(x="temperature", y="score", color="model", y_lim=[0, 1],
+                                   label="Score against the setting", visible=False,
+                                   elem_id="eval-setting-plot")
     items = gr.Dataframe(interactive=False, wrap=True, max_height=500, elem_id="eval-items",
                          label="Per item: each configuration's answer and score")
     download = gr.DownloadButton("Download CSV", value=None, interactive=False, size="sm",
@@ -94,12 +98,13 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
                          f"{state['done']} of {state['total']} answers scored"
                          + (f" ({state['error']})" if state.get("error") else "") + ".",
                summary: _rounded(results.summary), score_plot: _plotted(results.summary),
-               latency_plot: _plotted(results.summary),
+               latency_plot: _plotted(results.summary), setting_plot: _against(results),
                items: flat, download: gr.DownloadButton(value=path, interactive=True)}
 
     inputs = [dataset, upload, models, temperatures, system, scorer, pattern, route, max_tokens,
               concurrency]
-    outputs = [current, run, cancel, progress, summary, score_plot, latency_plot, items, download]
+    outputs = [current, run, cancel, progress, summary, score_plot, latency_plot, setting_plot,
+               items, download]
     run.click(start, inputs, outputs, show_progress="hidden", concurrency_limit=None)
 
     async def stop(experiment: str | None) -> None:
@@ -140,6 +145,16 @@ def _rounded(summary: pd.DataFrame) -> pd.DataFrame:
 def _plotted(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary's scored rows, as the plots take them."""
     return summary.dropna(subset=["score"])[["config", "score", "mean_seconds"]]
+
+
+def _against(results: Results) -> gr.LinePlot:
+    """Score against the setting the grid varies, one line per model; hidden when none does."""
+    name = results.varying()
+    if name is None:
+        return gr.LinePlot(visible=False)
+    frame = results.summary.dropna(subset=["score"])[["model", name, "score"]]
+    return gr.LinePlot(value=frame.sort_values(name), x=name, visible=True,
+                       label=f"Score against {name}")
 
 
 def _flat(wide: pd.DataFrame) -> pd.DataFrame:
