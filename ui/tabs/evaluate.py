@@ -36,6 +36,13 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
                                  elem_id="eval-dataset")
             upload = gr.File(label="…or a .jsonl / .csv file", file_types=[".jsonl", ".csv"],
                              type="filepath", height=90, elem_id="eval-upload")
+            with gr.Row():
+                task = gr.Textbox(label="…or an lm-evaluation-harness task", scale=2,
+                                  placeholder="e.g. arc_easy", elem_id="eval-task",
+                                  info="Run and scored by lm-eval itself, through the lab.")
+                task_folder = gr.Textbox(label="Its task folder (optional)", scale=2,
+                                         placeholder="a folder of task YAML files",
+                                         elem_id="eval-task-folder")
         with gr.Column(scale=2):
             infos = textgen.list_models()
             models = gr.Dropdown(picker.choices(infos), value=[picker.default_model(infos)],
@@ -72,12 +79,12 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
                                  elem_id="eval-download")
     current = gr.State(None)
 
-    async def start(text: str, file: str | None, models_: list[str] | None, temps: str,
-                    system_: str, scorer_: str, pattern_: str, route_: str, max_tokens_: float,
-                    concurrency_: float):
+    async def start(text: str, file: str | None, task_: str, folder_: str,
+                    models_: list[str] | None, temps: str, system_: str, scorer_: str,
+                    pattern_: str, route_: str, max_tokens_: float, concurrency_: float):
         try:
-            spec = _spec(text, file, models_, temps, system_, scorer_, pattern_, route_,
-                         int(max_tokens_), int(concurrency_))
+            spec = _spec(text, file, task_, folder_, models_, temps, system_, scorer_,
+                         pattern_, route_, int(max_tokens_), int(concurrency_))
             experiment = await textgen.evaluations.start(spec)
         except TextGenError as exc:
             raise user_error(exc.message, title="Cannot run this evaluation") from None
@@ -101,7 +108,7 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
                latency_plot: _plotted(results.summary), setting_plot: _against(results),
                items: flat, download: gr.DownloadButton(value=path, interactive=True)}
 
-    inputs = [dataset, upload, models, temperatures, system, scorer, pattern, route, max_tokens,
+    inputs = [dataset, upload, task, task_folder, models, temperatures, system, scorer, pattern, route, max_tokens,
               concurrency]
     outputs = [current, run, cancel, progress, summary, score_plot, latency_plot, setting_plot,
                items, download]
@@ -120,10 +127,12 @@ def build(textgen: TextGen, tab: gr.Tab) -> None:
     tab.select(models_now, models, models, show_progress="hidden", queue=False)
 
 
-def _spec(text: str, file: str | None, models: list[str] | None, temps: str, system: str,
-          scorer: str, pattern: str, route: str, max_tokens: int,
+def _spec(text: str, file: str | None, task: str, folder: str, models: list[str] | None,
+          temps: str, system: str, scorer: str, pattern: str, route: str, max_tokens: int,
           concurrency: int) -> EvaluationSpec:
-    items = datasets.load(file) if file else datasets.parse(text or "", "jsonl")
+    task = (task or "").strip()
+    items = None if task else (datasets.load(file) if file else
+                               datasets.parse(text or "", "jsonl"))
     if not models:
         raise user_error("Pick at least one model.")
     try:
@@ -135,7 +144,9 @@ def _spec(text: str, file: str | None, models: list[str] | None, temps: str, sys
     chosen: str | dict[str, Any] = {"name": "regex", "pattern": pattern} if scorer == "regex" \
         else scorer
     return EvaluationSpec(configs=configs, items=items, scorer=chosen, route=route,  # type: ignore[arg-type]
-                          concurrency=concurrency, max_tokens=max_tokens)
+                          concurrency=concurrency, max_tokens=max_tokens,
+                          lm_eval_task=task or None,
+                          lm_eval_include_path=(folder or "").strip() or None)
 
 
 def _rounded(summary: pd.DataFrame) -> pd.DataFrame:
