@@ -279,9 +279,10 @@ class RemoteBackends:
             replicas.on_retry = self._on_retry
             replicas.loads = self._adapter_loads.get(model_id, 0)
         replicas.add(server)
-        parent = server.adapters.get(model_id, (None, None))[0]
-        if parent is not None:  # a LoRA adapter: its base's size class (and rate limit)
-            spec = dataclasses.replace(guess_spec(parent, model.get("owned_by")), id=model_id)
+        replicas.lora = server.adapters.get(model_id)
+        if replicas.lora is not None:  # a LoRA adapter: its base's size class (and rate limit)
+            spec = dataclasses.replace(guess_spec(replicas.lora[0], model.get("owned_by")),
+                                       id=model_id)
         else:
             spec = guess_spec(model_id, model.get("owned_by"))
         self._registry.add(spec, engine=replicas)
@@ -318,7 +319,10 @@ class RemoteBackends:
         replicas.remove(server)
         if not replicas.replicas:
             del self.replica_sets[model_id]
-            self._registry.detach(model_id, replicas)
+            if replicas.lora is not None:  # an adapter unloaded: no longer a model, as in vLLM
+                self._registry.remove(model_id, replicas)
+            else:
+                self._registry.detach(model_id, replicas)
         else:
             self._refresh_model(model_id)
 

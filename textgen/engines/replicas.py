@@ -42,6 +42,8 @@ class ReplicaSet:
         # Bumped by each load of this adapter through the lab: vLLM's listing says nothing of
         # an adapter's weights, so new ones under the same name and path need a new key.
         self.loads = 0
+        # (`parent`, `root`) when the model is a LoRA adapter, as its replicas list it.
+        self.lora: tuple[str, str | None] | None = None
         # Told of each request sent a second time (metrics).
         self.on_retry: Callable[[RemoteServer, RequestNotSent], None] | None = None
 
@@ -68,8 +70,7 @@ class ReplicaSet:
 
     def adapter(self) -> tuple[str, str | None] | None:
         """(`parent`, `root`) when the model is a LoRA adapter its replicas list."""
-        return next((r.adapters[self.model] for r in self.replicas if self.model in r.adapters),
-                    None)
+        return self.lora
 
     def down(self) -> bool:
         """Every replica is down: the model cannot be served now."""
