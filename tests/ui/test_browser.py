@@ -825,7 +825,7 @@ def test_an_evaluation_runs_from_the_evaluate_tab(page: Any) -> None:
     assert "output · " in page.inner_text("#eval-items")
     lines = download(page, "#eval-download").splitlines()
     assert lines[0].startswith("config,item,") and len(lines) == 13
-    assert any("Paris" in line for line in lines)
+    assert sum("temperature=0.5" in line for line in lines) == 6  # each item at each setting
     # The grid varies the temperature: score against it, a line per model.
     page.wait_for_selector("#eval-setting-plot", state="visible")
     assert "Score against temperature" in page.inner_text("#eval-setting-plot")

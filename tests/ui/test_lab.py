@@ -33,6 +33,30 @@ def test_build_ui_returns_blocks_with_the_seven_tabs() -> None:
             "Dashboards"} <= set(tabs)
 
 
+def test_every_handler_takes_each_input_and_the_request_gradio_can_pass() -> None:
+    """Gradio fills a handler's parameters from its inputs and gives gr.Request only to a
+    parameter it sees; a keyword-only one after *args is never given (the handler fails
+    at its first click), and a handler must take as many arguments as it has inputs."""
+    import inspect
+
+    demo = build_ui(TextGen(_settings()))
+    for dependency in demo.fns.values():
+        fn = dependency.fn
+        if fn is None:
+            continue
+        parameters = inspect.signature(fn).parameters.values()
+        kinds = {p.kind for p in parameters}
+        requests = [p for p in parameters if p.annotation in (gr.Request, "gr.Request")]
+        assert not (inspect.Parameter.VAR_POSITIONAL in kinds and any(
+            p.kind is inspect.Parameter.KEYWORD_ONLY for p in requests)), fn
+        if inspect.Parameter.VAR_POSITIONAL not in kinds:
+            positional = [p for p in parameters if p.kind in (
+                inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                and p not in requests and p.annotation not in (gr.SelectData, "gr.SelectData")
+                and p.default is inspect.Parameter.empty]
+            assert len(positional) <= len(dependency.inputs), fn
+
+
 def test_the_benchmark_plan_shows_the_requests_beside_the_rate_limit() -> None:
     textgen = TextGen(_settings(RATE_LIMITS={DEFAULT_MODEL: 50}))
     assert plan_text(textgen, DEFAULT_MODEL, "1, 2, 4", 3) == (

@@ -83,7 +83,13 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, prompt: gr.Text
             gr.Warning(exc.message, title="Leaderboard unavailable")
             return gr.skip()
 
-    async def blind_round(prompt_, mode_, max_tokens_, n, *values, request: gr.Request):
+    async def blind_round(prompt_, mode_, max_tokens_, n, a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
+                          c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature, d_top_p, d_seed,
+                          request: gr.Request):
+        # Gradio passes gr.Request only to a parameter it can see: no *args here.
+        values = (a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p,
+                  b_seed, c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature,
+                  d_top_p, d_seed)
         pool = contenders(int(n), values)
         if len(pool) < 2:
             raise user_error("A blind round needs two columns that differ in model or "

@@ -98,7 +98,13 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     def show_columns(n: int):
         return [gr.Column(visible=i < int(n)) for i in range(len(sides))]
 
-    async def run(prompt_, mode_, max_tokens_, n, *values, request: gr.Request):
+    async def run(prompt_, mode_, max_tokens_, n, a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
+            c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature, d_top_p, d_seed,
+            request: gr.Request):
+        # Gradio passes gr.Request only to a parameter it can see: no *args here.
+        values = (a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p,
+                  b_seed, c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature,
+                  d_top_p, d_seed)
         shown = list(COLUMNS)[:int(n)]
         runs = []
         comparison = f"compare-{uuid.uuid4().hex[:12]}"  # the columns' runs, one experiment
