@@ -79,8 +79,9 @@ def started(command: list[str], env: dict[str, str], ready_url: str, name: str) 
 
 
 def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int,
-          headers: tuple[str, ...] = ()) -> dict[str, float]:
-    """One `vllm bench serve` run (no cache; `headers`: more KEY=VALUE headers to send)."""
+          headers: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """One `vllm bench serve` run (no cache; `headers`: more KEY=VALUE headers to send;
+    `extra`: more of its flags)."""
     # This process runs vLLM's client only. Without an engine started in it, vLLM's platform
     # check can miss the CPU build and import kernels built for AVX-512, which die of SIGILL
     # on a CPU without it; naming the CPU target is right for a client on any machine.
@@ -97,7 +98,7 @@ def bench(base_url: str, folder: Path, args: argparse.Namespace, seed: int,
         "--random-output-len", str(args.output_len), "--ignore-eos",
         "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
         "--seed", str(seed), "--header", "Cache-Control=no-cache, no-store", *headers,
-        "--disable-tqdm",
+        "--disable-tqdm", *extra,
     ])
     os.environ["OPENAI_API_KEY"] = TOKEN  # how vLLM's client sends its bearer token
     result = main(bench_args)
