@@ -183,7 +183,9 @@ class Settings(BaseSettings):
     ENABLE_LORA: bool = Field(
         False,
         description="Start in-process engines with LoRA enabled (vLLM's --enable-lora), so "
-                    "adapters can be loaded next to the model at run time.",
+                    "adapters can be loaded next to the model at run time. Off by default: it "
+                    "cost requests without an adapter 7% of throughput on a 2-core CPU "
+                    "(benchmarks/lora_cost.py).",
     )
     MAX_LORA_RANK: int = Field(16, ge=1, description="vLLM's --max-lora-rank: the largest "
                                "adapter rank an engine accepts.")
