@@ -4,7 +4,6 @@ a vote names configurations, it generates nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
