@@ -24,7 +24,8 @@ def flags(name: str) -> list[str]:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         parser.add_argument(*flags(name), dest=name, default=None,
-                            help=f"{field.description} (env {name})")
+                            # argparse formats help with %: a description's own % is text.
+                            help=f"{field.description} (env {name})".replace("%", "%%"))
 
 
 def _settings(args: argparse.Namespace) -> Settings:

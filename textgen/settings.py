@@ -184,7 +184,7 @@ class Settings(BaseSettings):
         False,
         description="Start in-process engines with LoRA enabled (vLLM's --enable-lora), so "
                     "adapters can be loaded next to the model at run time. Off by default: it "
-                    "cost requests without an adapter 7% of throughput on a 2-core CPU "
+                    "cost requests without an adapter 7 percent of throughput on a 2-core CPU "
                     "(benchmarks/lora_cost.py).",
     )
     MAX_LORA_RANK: int = Field(16, ge=1, description="vLLM's --max-lora-rank: the largest "
