@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from textgen import TextGen, TextGenError
+from textgen import OpenAIRequest, TextGen, TextGenError
 
 from .. import forms
 from ..alerts import user_error
@@ -25,7 +25,7 @@ ARENA = "compare"  # the leaderboard these votes go to
 
 @dataclass(frozen=True)
 class Contender:
-    """One column's configuration, named as the leaderboard shows it."""
+    """One Compare column's configuration, named as the leaderboard shows it."""
 
     model: str
     temperature: float
@@ -37,14 +37,30 @@ class Contender:
         seed = f" seed={self.seed}" if self.seed is not None else ""
         return f"{self.model} temperature={self.temperature:g} top_p={self.top_p:g}{seed}"
 
+    def request(self, mode: str, prompt: str, max_tokens: float,
+                experiment: str) -> OpenAIRequest:
+        """Its request for `prompt`, kept as a Compare run of `experiment`."""
+        options: dict[str, Any] = {"max_tokens": int(max_tokens),
+                                   "temperature": self.temperature, "top_p": self.top_p}
+        if self.seed is not None:
+            options["seed"] = self.seed
+        return forms.generation_request(self.model, mode, prompt, options).kept_as(
+            "compare", experiment)
+
+
+def columns(count: int, values: tuple[Any, ...]) -> list[Contender]:
+    """The first `count` columns' configurations, from their widgets' values (model,
+    temperature, top_p and seed of each, in order); a column with no model has model ""."""
+    return [Contender(model or "", float(temperature), float(top_p), forms.parse_seed(seed))
+            for model, temperature, top_p, seed in (values[4 * i: 4 * i + 4]
+                                                    for i in range(count))]
+
 
 def contenders(count: int, values: tuple[Any, ...]) -> list[Contender]:
-    """The shown columns' configurations (model, temperature, top_p, seed each), distinct."""
+    """The shown columns that have a model, each configuration once."""
     found: dict[str, Contender] = {}
-    for i in range(count):
-        model, temperature, top_p, seed = values[4 * i: 4 * i + 4]
-        if model:
-            c = Contender(model, float(temperature), float(top_p), forms.parse_seed(seed))
+    for c in columns(count, values):
+        if c.model:
             found.setdefault(c.label, c)
     return list(found.values())
 
@@ -83,7 +99,8 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, prompt: gr.Text
             gr.Warning(exc.message, title="Leaderboard unavailable")
             return gr.skip()
 
-    async def blind_round(prompt_, mode_, max_tokens_, n, a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
+    async def blind_round(prompt_, mode_, max_tokens_, n,
+                          a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
                           c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature, d_top_p, d_seed,
                           request: gr.Request):
         # Gradio passes gr.Request only to a parameter it can see: no *args here.
@@ -99,12 +116,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, prompt: gr.Text
         chosen = random.sample(pool, 2)  # the order is the secret
         runs = []
         for c in chosen:
-            options: dict[str, Any] = {"max_tokens": int(max_tokens_),
-                                       "temperature": c.temperature, "top_p": c.top_p}
-            if c.seed is not None:
-                options["seed"] = c.seed
-            request_ = forms.generation_request(c.model, mode_, prompt_, options).kept_as(
-                "compare", f"arena-{ARENA}")
+            request_ = c.request(mode_, prompt_, max_tokens_, f"arena-{ARENA}")
             runs.append(UiRun(textgen, replace(request_, run_id=uuid.uuid4().hex),
                               problem=readiness_problem(textgen, c.model)))
         round_ = {"labels": [c.label for c in chosen], "prompt": prompt_,

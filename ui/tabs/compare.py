@@ -98,25 +98,19 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     def show_columns(n: int):
         return [gr.Column(visible=i < int(n)) for i in range(len(sides))]
 
-    async def run(prompt_, mode_, max_tokens_, n, a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
-            c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature, d_top_p, d_seed,
-            request: gr.Request):
+    async def run(prompt_, mode_, max_tokens_, n,
+                  a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p, b_seed,
+                  c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature, d_top_p, d_seed,
+                  request: gr.Request):
         # Gradio passes gr.Request only to a parameter it can see: no *args here.
         values = (a_model, a_temperature, a_top_p, a_seed, b_model, b_temperature, b_top_p,
                   b_seed, c_model, c_temperature, c_top_p, c_seed, d_model, d_temperature,
                   d_top_p, d_seed)
         shown = list(COLUMNS)[:int(n)]
-        runs = []
         comparison = f"compare-{uuid.uuid4().hex[:12]}"  # the columns' runs, one experiment
-        for i, _ in enumerate(shown):
-            model_id, temp, top_p, seed = values[4 * i: 4 * i + 4]
-            options = {"max_tokens": int(max_tokens_), "temperature": float(temp),
-                       "top_p": float(top_p)}
-            if (parsed_seed := forms.parse_seed(seed)) is not None:
-                options["seed"] = parsed_seed
-            request_ = forms.generation_request(model_id, mode_, prompt_, options).kept_as(
-                "compare", comparison)
-            runs.append(Run(textgen, request_, problem=readiness_problem(textgen, model_id)))
+        runs = [Run(textgen, c.request(mode_, prompt_, max_tokens_, comparison),
+                    problem=readiness_problem(textgen, c.model))
+                for c in arena.columns(len(shown), values)]
         idle = (gr.skip(), gr.skip()) * (len(sides) - len(runs))
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow(runs, stop_event):
