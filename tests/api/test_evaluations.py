@@ -36,6 +36,17 @@ def api(lab: LabServer) -> httpx.Client:
     return httpx.Client(base_url=lab.base_url, headers=lab.headers, timeout=60)
 
 
+def evaluated(lab: LabServer, body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run an evaluation over the API to its end: its state (done) and its items, in order."""
+    with api(lab) as client:
+        r = client.post("/lab/evaluations", json=body)
+        assert r.status_code == 202, r.text
+        state = finished(client, r.json()["id"])
+        assert state["status"] == "done", state
+        items = client.get(f"/lab/evaluations/{state['id']}/items").json()["data"]
+    return state, sorted(items, key=lambda i: int(i["item"]))
+
+
 def finished(client: httpx.Client, experiment: str, timeout: float = 600) -> dict[str, Any]:
     """The evaluation's state once it has ended (bounded: it runs in the background)."""
     deadline = time.monotonic() + timeout
@@ -116,15 +127,9 @@ async def test_an_lm_eval_task_scores_as_lm_eval_does(lab: LabServer, tmp_path: 
     over the lab's HTTP API: the same score, item by item."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with api(lab) as client:
-        r = client.post("/lab/evaluations", json={
-            "dataset": {"lm_eval_task": task, "include_path": str(_lm_eval_tasks(tmp_path))},
-            "configs": [{"model": DEFAULT_MODEL, "name": "lab"}], "route": "completions"})
-        assert r.status_code == 202, r.text
-        state = await asyncio.to_thread(finished, client, r.json()["id"])
-        assert state["status"] == "done", state
-        ours = sorted(client.get(f"/lab/evaluations/{state['id']}/items").json()["data"],
-                      key=lambda i: int(i["item"]))
+    state, ours = await asyncio.to_thread(evaluated, lab, {
+        "dataset": {"lm_eval_task": task, "include_path": str(_lm_eval_tasks(tmp_path))},
+        "configs": [{"model": DEFAULT_MODEL, "name": "lab"}], "route": "completions"})
     theirs = await asyncio.to_thread(run_lm_eval, lab.base_url, lab.token, "local-completions",
                                      task)
     metric = "acc,none" if task == "textgen_mc" else "exact_match,none"
@@ -153,15 +158,9 @@ async def test_the_choice_scorer_picks_what_lm_eval_picks(lab: LabServer,
     dataset = "".join(json.dumps({"prompt": f"Question: {d['question']}\nAnswer:",
                                   "choices": d["choices"], "answer": d["answer"]}) + "\n"
                       for d in docs)
-    with api(lab) as client:
-        r = client.post("/lab/evaluations", json={
-            "dataset": {"jsonl": dataset}, "scorer": "choice", "route": "completions",
-            "configs": [{"model": DEFAULT_MODEL, "name": "lab"}]})
-        assert r.status_code == 202, r.text
-        state = await asyncio.to_thread(finished, client, r.json()["id"])
-        assert state["status"] == "done", state
-        ours = sorted(client.get(f"/lab/evaluations/{state['id']}/items").json()["data"],
-                      key=lambda i: int(i["item"]))
+    state, ours = await asyncio.to_thread(evaluated, lab, {
+        "dataset": {"jsonl": dataset}, "scorer": "choice", "route": "completions",
+        "configs": [{"model": DEFAULT_MODEL, "name": "lab"}]})
     theirs = await asyncio.to_thread(run_lm_eval, lab.base_url, lab.token, "local-completions",
                                      "textgen_mc")
     for mine, upstream, doc in zip(ours, theirs["answers"], docs, strict=True):
