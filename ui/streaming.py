@@ -279,7 +279,11 @@ async def follow(runs: Sequence[Run], stop: asyncio.Event, *, tick: float = 0.1,
 
 
 class StopButtons:
-    """Per-page stop signals: a Stop click sets the event its page's running stream watches."""
+    """Per-page stop signals: a Stop click sets the event its page's running stream watches.
+
+    `press` must run on the event loop (the Stop handlers are async for that): an
+    `asyncio.Event` is not thread-safe, and Gradio runs a plain function in a worker thread.
+    """
 
     def __init__(self) -> None:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
@@ -296,6 +300,7 @@ class StopButtons:
     def press(self, session: str, view: str) -> bool:
         event = self._events.get((session, view))
         if event is None:
+            log.debug("Stop pressed in %s with nothing running", view)
             return False
         event.set()
         return True

@@ -156,7 +156,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
         yield {progress: summary, run: start, stop: stop_, **drawn(rows),
                csv: gr.DownloadButton(value=path, interactive=path is not None)}
 
-    def press_stop(request: gr.Request) -> None:
+    async def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
 
     gr.on([demo.load, tab.select], models, model, model, queue=False, show_progress="hidden")

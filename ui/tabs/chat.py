@@ -211,7 +211,7 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
                 view.tool_row: gr.Row(visible=False), view.export: export_button(None, "", [], {}),
                 **replies.cleared(views)}
 
-    def press_stop(request: gr.Request) -> None:
+    async def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
 
     events = dict(inputs=inputs, outputs=outputs, concurrency_limit=None, show_progress="hidden")

@@ -125,7 +125,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
         for name, error in failed:
             gr.Warning(f"{name}: {error}", title=f"Column {name} failed")
 
-    def press_stop(request: gr.Request) -> None:
+    async def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
 
     timer = gr.Timer(2.0)

@@ -160,7 +160,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
         if current.state == "error":
             raise user_error(current.error or "The generation failed.", title="Generation failed")
 
-    def press_stop(request: gr.Request) -> None:
+    async def press_stop(request: gr.Request) -> None:
         stops.press(session_of(request), VIEW)
 
     # Model status changes (the default model finishing its load, a load from the Models
