@@ -5,10 +5,12 @@ buffered and written once the database is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -162,6 +164,51 @@ async def test_runs_survive_a_restart_of_the_store(tmp_path: Path) -> None:
         assert [r.text for r in await second.runs()] == ["answer 1"]
     finally:
         await second.close()
+
+
+class FirstWriteHangs:
+    """Stands in for the store's database engine (a fake: a real database cannot be made to
+    hang on demand): its first transaction waits until cancelled, the rest are the real
+    engine's."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.entered, self._hung = real, asyncio.Event(), False
+
+    def begin(self) -> Any:
+        if self._hung:
+            return self.real.begin()
+        self._hung = True
+        return self._hang()
+
+    @contextlib.asynccontextmanager
+    async def _hang(self) -> AsyncIterator[None]:
+        self.entered.set()
+        await asyncio.Event().wait()
+        yield
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_closing_while_a_batch_is_written_writes_it_and_returns(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
+    store = RunStore(url, Metrics(), flush_seconds=0.01)
+    await store.start()
+    store.add(run(1))
+    await store.flush()  # migrated, and one run written
+    store._engine = FirstWriteHangs(store._engine)  # type: ignore[assignment]
+    store.add(run(2))
+    await asyncio.wait_for(store._engine.entered.wait(), 30)  # type: ignore[union-attr]
+    assert store.buffered() == 1
+    # close() cancels the writer in the middle of that batch: the batch goes back to the
+    # buffer and is written; close() returns (it once spun on it for ever).
+    await asyncio.wait_for(store.close(), 30)
+    again = RunStore(url, Metrics())
+    await again.start()
+    try:
+        assert [r.text for r in await again.runs()] == ["answer 2", "answer 1"]
+    finally:
+        await again.close()
 
 
 async def test_two_stores_migrate_one_postgres_at_once(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ class RunStore:
         await self._engine.dispose()
 
     async def _drain(self) -> None:
-        while self.buffered():
+        while self._pending:  # each pass writes a batch or gives up: it always makes progress
             if not await self._write_once():
                 return
 
@@ -171,6 +171,13 @@ class RunStore:
             self._writing = []
             self._failed("write", exc)
             return False
+        except BaseException:
+            # Cancelled mid-write (close() stops the writer): the batch goes back to the buffer,
+            # for close() to write. Left in `_writing`, nothing would ever write it, and
+            # close()'s drain would spin on it without yielding (a lab that never stopped).
+            self._pending.extendleft(reversed(self._writing))
+            self._writing = []
+            raise
         if not self._pending:
             self._written.set()
         self._recovered()
