@@ -22,6 +22,7 @@ from .routes import (
     evaluations,
     health,
     models,
+    pooling,
     runs,
     tokenize,
 )
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, ui: bool = True,
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)
+    app.include_router(pooling.router)
     app.include_router(tokenize.router)
     app.include_router(adapters.router)
     app.include_router(runs.router)

@@ -43,6 +43,7 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
     e.ModelLoadFailed: (500, "server_error"),
     e.RunNotFound: (404, "invalid_request_error"),
     e.ExperimentNotFound: (404, "invalid_request_error"),
+    e.ResponseNotFound: (404, "invalid_request_error"),
     e.RunStoreUnavailable: (503, "service_unavailable_error"),
 }
 

@@ -83,17 +83,32 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + jsoncodec.dumps(payload) + b"\n\n"
 
 
+def _typed_event(payload: dict[str, Any]) -> bytes:
+    kind = str(payload.get("type") or "message").encode()
+    return b"event: " + kind + b"\ndata: " + jsoncodec.dumps(payload) + b"\n\n"
+
+
 async def sse_events(generation: Generation) -> AsyncIterator[bytes]:
-    """OpenAI's server-sent events; an error mid-stream is a data event, then [DONE]."""
+    """OpenAI's server-sent events; an error mid-stream is a data event, then [DONE].
+
+    The Responses and Messages routes stream typed events instead (`event: <type>` before
+    each data line, no [DONE]); an error mid-stream is their `error` event, whose `error`
+    holds the lab's envelope (Anthropic's shape; OpenAI's clients read its message too).
+    """
+    evented = generation.request.evented
     chunks = generation.chunks()
     try:
         async for chunk in chunks:
-            yield _sse(chunk)
+            yield _typed_event(chunk) if evented else _sse(chunk)
     except TextGenError as exc:
-        yield b"data: " + error_body(exc) + b"\n\n"
+        if evented:
+            yield _typed_event({"type": "error", **jsoncodec.loads(error_body(exc))})
+        else:
+            yield b"data: " + error_body(exc) + b"\n\n"
     finally:
         await chunks.aclose()
-    yield _DONE
+    if not evented:
+        yield _DONE
 
 
 class _GenerationStream(StreamingResponse):

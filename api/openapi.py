@@ -1,4 +1,4 @@
-"""The OpenAPI document, with the generation routes' request bodies described as vLLM's.
+"""The OpenAPI document, with the engine routes' request bodies described as vLLM's.
 
 The routes read their bodies themselves (they pass them to vLLM's serving layer or upstream
 as sent), so FastAPI cannot see their schema: it is added here from api/schemas/, vLLM's own
@@ -16,7 +16,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-BODIES = {"/v1/completions": "CompletionRequest", "/v1/chat/completions": "ChatCompletionRequest"}
+BODIES = {
+    "/v1/completions": "CompletionRequest", "/v1/chat/completions": "ChatCompletionRequest",
+    "/v1/responses": "ResponsesRequest", "/v1/messages": "AnthropicMessagesRequest",
+    "/v1/embeddings": "EmbeddingRequest", "/pooling": "PoolingRequest", "/score": "ScoreRequest",
+    "/rerank": "RerankRequest",
+}
 
 
 def install(app: FastAPI) -> None:

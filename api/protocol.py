@@ -59,6 +59,7 @@ class ModelStatus(BaseModel):
     owned_by: str
     reason: str | None = None
     instruct: bool
+    runner: str = "generate"
     size_class: str
     rate_limit_per_minute: int = Field(validation_alias="rate_limit")
     backend: str

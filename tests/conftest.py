@@ -66,6 +66,8 @@ def lab(redis_url: str, otlp: FakeCollector) -> Iterator[LabServer]:
         # prefix cache (vLLM 0.32 fails a streamed echo + logprobs + n > 1 request when a
         # choice's prompt comes from it: KeyError in its own logprobs code, on both servers).
         "DTYPE": "float32",
+        # vLLM's Responses store, so GET /v1/responses/{id} has something to find.
+        "VLLM_ENABLE_RESPONSES_API_STORE": "1",
         "VLLM_SERVE_ARGS": json.dumps({DEFAULT_MODEL: "--enable-auto-tool-choice "
                                        "--tool-call-parser hermes --no-enable-prefix-caching"}),
     }

@@ -27,10 +27,10 @@ from .generation import Generation
 from .models import ModelInfo
 from .request import OpenAIRequest
 from .service import TextGen
-from .settings import DEFAULT_MODEL, Settings
+from .settings import DEFAULT_MODEL, EMBEDDING_MODEL, Settings
 
 __all__ = [
-    "CATALOG", "DEFAULT_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
+    "CATALOG", "DEFAULT_MODEL", "EMBEDDING_MODEL", "Answer", "AuthenticationFailed", "BackendDown", "BackendTimeout",
     "BackendUnavailable", "ContextLengthExceeded", "EngineOverloaded", "Generation",
     "GenerationFailed", "GenerationInterrupted", "InvalidRequest", "ModelInfo", "ModelLoadFailed", "ModelNotFound", "ModelNotReady",
     "ModelSpec", "ModelUnavailable", "OpenAIRequest", "PermissionDenied", "RateLimited", "RequestRejected",

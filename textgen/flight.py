@@ -16,9 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import events
 from .answer import FINISHED, Answer, finish_reasons, is_usage_chunk, merge_chunks, split_response
 from .engines import EngineReply
-from .request import Route
+from .request import EVENT_ROUTES, POOLING_ROUTES, Route
 
 Rename = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -104,6 +105,10 @@ class Flight:
         """Finished on its own: every choice with a finish reason that is not an abort."""
         if not self.done or self.error is not None:
             return False
+        if self.endpoint in POOLING_ROUTES:
+            return self.response is not None  # one pass, nothing to cut short
+        if self.endpoint in EVENT_ROUTES:
+            return events.finished(self.endpoint, response=self.response, events=self.chunks)
         choices = (self.response or {}).get("choices") if self.response is not None else [
             c for chunk in self.chunks for c in chunk.get("choices") or ()]
         indexes = {c.get("index", 0) for c in choices or ()}
@@ -121,6 +126,11 @@ class Flight:
     def usage(self) -> dict[str, Any] | None:
         if self.response is not None:
             return self.response.get("usage")
+        if self.endpoint in EVENT_ROUTES:
+            usage = None
+            for event in self.chunks:
+                usage = events.take_usage(self.endpoint, usage, event)
+            return usage
         last = self.chunks[-1] if self.chunks else None
         return last.get("usage") if last is not None and is_usage_chunk(last) else None
 

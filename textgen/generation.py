@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .answer import is_usage_chunk, merge_chunks, usage_of
+from . import events
+from .answer import is_usage_chunk, merge_chunks, token_counts, usage_of
 from .ratelimit import RateDecision
 from .request import OpenAIRequest
 
@@ -73,7 +74,8 @@ class Generation:
         if self._source is None or self._state != "open":
             raise RuntimeError("a generation can be streamed once, and only if it streams")
         self._state = "streaming"
-        include_usage = self.request.include_usage
+        # Typed events (Responses, Messages) go out as they come: their usage is their own.
+        include_usage = self.request.include_usage or self.request.evented
         error: BaseException | None = None
         # Engines are always asked for the usage chunk, and vLLM then puts the system
         # fingerprint on it instead of on each choice's last chunk. For a client that did not
@@ -127,7 +129,9 @@ class Generation:
             self.id = chunk.get("id")
         if self.timing.first_token is None:
             self.timing.first_token = time.monotonic()
-        if is_usage_chunk(chunk):
+        if self.request.evented:
+            self.usage = events.take_usage(self.request.endpoint, self.usage, chunk)
+        elif is_usage_chunk(chunk):
             self.usage = usage_of(chunk)
 
     def answer(self) -> dict[str, Any] | None:
@@ -140,11 +144,11 @@ class Generation:
 
     @property
     def completion_tokens(self) -> int:
-        return int((self.usage or {}).get("completion_tokens") or 0)
+        return token_counts(self.usage)[1]
 
     @property
     def prompt_tokens(self) -> int:
-        return int((self.usage or {}).get("prompt_tokens") or 0)
+        return token_counts(self.usage)[0]
 
 
 async def replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

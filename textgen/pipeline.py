@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .answer import Answer, new_id, now, renamed
+from .answer import Answer, new_id, now, renamed, token_counts
 from .cache import CacheUnavailable, ResponseCache, cache_key
 from .engines import Engine
 from .errors import (
@@ -90,7 +90,7 @@ class Pipeline:
             if self.draining:
                 raise ShuttingDown("The lab is stopping; send the request to another replica.")
             self.models.check_servable(model)
-            if not self.settings.CACHE_SAMPLED and request.sampled:
+            if not request.cacheable or (not self.settings.CACHE_SAMPLED and request.sampled):
                 request = scope.request = replace(request, read_cache=False, write_cache=False)
             weights = await self.cache_identity(model)
             key = (cache_key(request, weights) if request.size < OFF_LOOP_BYTES
@@ -251,9 +251,9 @@ class Pipeline:
             if flight.first_token is not None:
                 self.metrics.time_to_first_token.labels(model).observe(
                     flight.first_token - flight.started)
-            usage = flight.usage or {}
-            self.metrics.prompt_tokens.labels(model).inc(usage.get("prompt_tokens") or 0)
-            self.metrics.completion_tokens.labels(model).inc(usage.get("completion_tokens") or 0)
+            prompt_tokens, completion_tokens = token_counts(flight.usage)
+            self.metrics.prompt_tokens.labels(model).inc(prompt_tokens)
+            self.metrics.completion_tokens.labels(model).inc(completion_tokens)
             answer = flight.answer()  # never an aborted or failed generation
             if answer is not None and request.write_cache:
                 try:

@@ -13,14 +13,30 @@ from typing import Any, Literal
 
 from .errors import InvalidRequest
 
-# Which of vLLM's generation routes a request is for (not a server address: engines/endpoint.py).
-Route = Literal["completions", "chat"]
-PATHS: dict[Route, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# Which of vLLM's routes a request is for (not a server address: engines/endpoint.py): the two
+# that generate text, and those a pooling model answers (embeddings, scores, classes).
+Route = Literal["completions", "chat", "responses", "messages",
+                "embeddings", "pooling", "score", "rerank", "classify"]
+PATHS: dict[Route, str] = {
+    "completions": "/v1/completions", "chat": "/v1/chat/completions",
+    "responses": "/v1/responses", "messages": "/v1/messages",
+    "embeddings": "/v1/embeddings", "pooling": "/pooling", "score": "/score",
+    "rerank": "/rerank", "classify": "/classify",
+}
+# A pooling model's answer is one response, computed in one pass and the same every time: never
+# streamed, never sampled.
+POOLING_ROUTES: frozenset[Route] = frozenset({"embeddings", "pooling", "score", "rerank", "classify"})
+# OpenAI's Responses and Anthropic's Messages stream typed events (`event:` lines, no [DONE]),
+# not chunks of choices: a streamed answer and a plain one are not turned into each other.
+EVENT_ROUTES: frozenset[Route] = frozenset({"responses", "messages"})
+# Body fields of a Responses request that reach a conversation vLLM keeps (or run it in the
+# background): such a request is never answered from the cache.
+_STATEFUL_FIELDS = ("previous_response_id", "conversation", "background")
 
 
 @dataclass(frozen=True, slots=True)
 class OpenAIRequest:
-    """`POST /v1/completions` or `/v1/chat/completions`: the endpoint and the client's body."""
+    """A `POST` to one of vLLM's routes (`PATHS`): the route and the client's body."""
 
     endpoint: Route
     body: dict[str, Any]
@@ -49,8 +65,8 @@ class OpenAIRequest:
                 param="model",
             )
         stream = self.body.get("stream", False)
-        if stream is None:
-            stream = False
+        if stream is None or self.pooled:
+            stream = False  # vLLM's pooling requests have no `stream`; it is ignored there
         if not isinstance(stream, bool):
             raise InvalidRequest("Invalid value for 'stream': expected a boolean.", param="stream")
         object.__setattr__(self, "model", model)
@@ -71,8 +87,32 @@ class OpenAIRequest:
         return PATHS[self.endpoint]
 
     @property
+    def pooled(self) -> bool:
+        """For a pooling model (embeddings, scores, classes): one deterministic response."""
+        return self.endpoint in POOLING_ROUTES
+
+    @property
+    def evented(self) -> bool:
+        """Streamed as typed events (Responses, Messages) rather than chunks of choices."""
+        return self.endpoint in EVENT_ROUTES
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the cache may answer or keep it at all (sampling aside: `sampled`).
+
+        A Responses request only when stateless (`store: false`, no conversation it continues):
+        a stored response must be made, and one that continues another depends on what is
+        kept upstream, not only on its body."""
+        if self.endpoint == "responses":
+            return self.body.get("store") is False and not any(
+                self.body.get(field) for field in _STATEFUL_FIELDS)
+        return True
+
+    @property
     def sampled(self) -> bool:
         """Drawn at random: a temperature above 0 (or none: vLLM's default samples), no seed."""
+        if self.pooled:
+            return False
         temperature = self.body.get("temperature")
         random = temperature is None or (isinstance(temperature, int | float) and temperature > 0)
         return random and self.body.get("seed") is None

@@ -32,7 +32,7 @@ from .cache import (
 from .engine_stats import EngineReading
 from .engines import Engine
 from .engines.vllm_local import VllmEngine, VllmOptions
-from .errors import InvalidRequest, RunNotFound, TextGenError
+from .errors import InvalidRequest, ResponseNotFound, RunNotFound, TextGenError
 from .experiments import Arena, Evaluations
 from .generation import Generation
 from .metrics import Metrics
@@ -312,6 +312,18 @@ class TextGen:
         self.models.check_servable(model)
         engine = await self.pipeline.engine(model)
         return await engine.tokenize(path, body)
+
+    async def stored_response(self, response_id: str, *, cancel: bool = False) -> dict[str, Any]:
+        """`GET /v1/responses/{id}` (or its cancel): asked of every in-process engine, the one
+        whose vLLM store keeps it answers. Remote servers' stores are not asked."""
+        for entry in list(self.models.entries.values()):
+            lookup = getattr(entry.engine, "stored_response", None)
+            if lookup is not None and entry.status is ModelState.LOADED:
+                found = await lookup(response_id, cancel=cancel)
+                if found is not None:
+                    return found  # type: ignore[no-any-return]
+        raise ResponseNotFound(f"Response with id '{response_id}' not found.",
+                               param="response_id")
 
     @property
     def history(self) -> deque[RequestRecord]:

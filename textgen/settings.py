@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The same embedded weights served as an embedding model (vLLM's `--convert embed`).
+EMBEDDING_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct-embed"
 SEED_VLLM_ENDPOINT = "http://vllm:8000/v1/completions"
 
 

@@ -1,6 +1,13 @@
-"""POST /v1/completions and /v1/chat/completions: the client's body into TextGen, as sent."""
+"""POST /v1/completions, /v1/chat/completions, /v1/responses (OpenAI's Responses) and /v1/messages
+(Anthropic's Messages): the client's body into TextGen, as sent.
+
+`respond` is the door of every route whose body goes to an engine as sent (routes/pooling.py
+too): the cache, the limits, single flight and the metrics apply the same way.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -24,7 +31,7 @@ from ..request_ids import request_id
 router = APIRouter(tags=["completions"])
 
 
-async def _generate(request: Request, textgen: TextGen, endpoint: Route) -> Response:
+async def respond(request: Request, textgen: TextGen, endpoint: Route) -> Response:
     body, size = await read_json(request)
     read, write = cache_control(request.headers.get("cache-control"))
     # The id RequestIdMiddleware chose and echoes: the engine (and an upstream) get the same.
@@ -47,9 +54,30 @@ async def _generate(request: Request, textgen: TextGen, endpoint: Route) -> Resp
 
 @router.post("/v1/completions", summary="Create a completion (OpenAI-compatible)")
 async def create_completion(request: Request, textgen: AuthorizedTextGenDep) -> Response:
-    return await _generate(request, textgen, "completions")
+    return await respond(request, textgen, "completions")
 
 
 @router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
 async def create_chat_completion(request: Request, textgen: AuthorizedTextGenDep) -> Response:
-    return await _generate(request, textgen, "chat")
+    return await respond(request, textgen, "chat")
+
+
+@router.post("/v1/responses", summary="Create a model response (OpenAI's Responses API, vLLM's)")
+async def create_response(request: Request, textgen: AuthorizedTextGenDep) -> Response:
+    return await respond(request, textgen, "responses")
+
+
+@router.post("/v1/messages", summary="Create a message (Anthropic's Messages API, vLLM's)")
+async def create_message(request: Request, textgen: AuthorizedTextGenDep) -> Response:
+    return await respond(request, textgen, "messages")
+
+
+@router.get("/v1/responses/{response_id}", summary="Retrieve a stored response (vLLM's store)")
+async def retrieve_response(response_id: str, textgen: AuthorizedTextGenDep) -> dict[str, Any]:
+    return await textgen.stored_response(response_id)
+
+
+@router.post("/v1/responses/{response_id}/cancel",
+             summary="Cancel a stored response in the background (vLLM's store)")
+async def cancel_response(response_id: str, textgen: AuthorizedTextGenDep) -> dict[str, Any]:
+    return await textgen.stored_response(response_id, cancel=True)

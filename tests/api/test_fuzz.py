@@ -1,6 +1,7 @@
 """Property tests: schemathesis against the running lab's OpenAPI document, with the engine.
 
-Every route the document describes - the generation bodies as vLLM's own request schema - is
+Every route the document describes - the engine routes' bodies as vLLM's own request schemas
+(completions, chat, Responses, Messages, embeddings, pooling, score, rerank) - is
 called with generated requests (40 per route), valid and not: no answer may be a 5xx (a 503 the lab means,
 with Retry-After, is allowed: capacity and readiness). Bounded: a few examples per route, and
 generation kept to a few tokens, so it runs in a minute or two. Load and unload are left out:
@@ -20,8 +21,8 @@ from tests.support.processes import LabServer
 pytestmark = pytest.mark.engine
 
 # Fields that make an answer long; generated values are capped so a run stays short.
-_CAPS = {"max_tokens": 8, "max_completion_tokens": 8, "n": 2, "best_of": 2, "min_tokens": 4,
-         "logprobs": 2, "top_logprobs": 2, "prompt_logprobs": 2}
+_CAPS = {"max_tokens": 8, "max_completion_tokens": 8, "max_output_tokens": 8, "n": 2,
+         "best_of": 2, "min_tokens": 4, "logprobs": 2, "top_logprobs": 2, "prompt_logprobs": 2}
 
 
 def bounded(body: Any) -> None:
@@ -33,6 +34,8 @@ def bounded(body: Any) -> None:
             body[field] = cap
     if "messages" in body or "prompt" in body:
         body.setdefault("max_tokens", 8)
+    if "input" in body and "max_output_tokens" not in body:  # a Responses body
+        body["max_output_tokens"] = 8
 
 
 def test_no_generated_request_gets_a_server_error(lab: LabServer) -> None:
@@ -62,5 +65,6 @@ def test_no_generated_request_gets_a_server_error(lab: LabServer) -> None:
 
         call()
     # Routes without inputs are called once; the others with many generated requests each.
-    for route in ("POST /v1/completions", "POST /v1/chat/completions"):
+    for route in ("POST /v1/completions", "POST /v1/chat/completions", "POST /v1/responses",
+                  "POST /v1/messages", "POST /v1/embeddings", "POST /score", "POST /rerank"):
         assert calls.get(route, 0) >= 10, calls

@@ -15,7 +15,7 @@ import pytest
 
 from api.app import create_app
 from tests.support.lora import make_adapter
-from tests.support.upstreams import VllmServer, serve_app
+from tests.support.upstreams import VllmServer, lab_in_front_of, serve_app
 from textgen import DEFAULT_MODEL, Settings
 
 TOKEN = "lora-token"
@@ -229,12 +229,8 @@ async def test_an_adapter_in_process_answers_as_vllms_own_server_with_it(
 @pytest.fixture(scope="module")
 async def remote_lab(lora_vllm: VllmServer) -> AsyncIterator[httpx.AsyncClient]:
     """A lab with no engine of its own, in front of the LoRA server."""
-    settings = Settings(MODEL="", VLLM_ENDPOINT=lora_vllm.url, REDIS_URL="", METRICS_PORT=0,
-                        API_TOKEN=TOKEN, RATE_LIMITS={DEFAULT_MODEL: 0})  # type: ignore[arg-type]
-    app = create_app(settings, ui=False)
-    async with serve_app(app) as url, httpx.AsyncClient(
+    async with lab_in_front_of(lora_vllm.url, TOKEN, DEFAULT_MODEL) as url, httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as client:
-        await app.state.textgen.backends.wait_discovered()
         yield client
 
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from textgen import DEFAULT_MODEL, Settings, TextGen
+from textgen import DEFAULT_MODEL, EMBEDDING_MODEL, Settings, TextGen
 
 from .processes import die_with_pytest
 
@@ -54,6 +54,9 @@ class VllmServer:
 
     _shared: ClassVar[VllmServer | None] = None
     model = DEFAULT_MODEL
+    # The model's own flags, as the lab serves it (textgen.catalog): SmolLM2's tool calls.
+    model_flags: ClassVar[tuple[str, ...]] = ("--enable-auto-tool-choice", "--tool-call-parser",
+                                              "hermes")
 
     def __init__(self, url: str, process: subprocess.Popen[bytes] | None = None,
                  log: Path | None = None) -> None:
@@ -107,10 +110,7 @@ class VllmServer:
             "--dtype",
             "float32",
             "--no-enable-prefix-caching",
-            # The embedded model's tool-call flags, as the lab serves it (textgen.catalog).
-            "--enable-auto-tool-choice",
-            "--tool-call-parser",
-            "hermes",
+            *cls.model_flags,
             *args,
         ]
         with log.open("wb") as out:
@@ -180,6 +180,14 @@ class VllmServer:
             for line in text.splitlines()
             if line.startswith(name + "{") and label in line
         )
+
+
+class VllmEmbeddingServer(VllmServer):
+    """vLLM's own server on the embedded SmolLM2 as a pooling model (embeddings, score)."""
+
+    _shared: ClassVar[VllmServer | None] = None
+    model = EMBEDDING_MODEL
+    model_flags = ("--runner", "pooling", "--convert", "embed")
 
 
 # --- the fakes ------------------------------------------------------------------------------
@@ -614,3 +622,17 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def lab_in_front_of(upstream: str, token: str, *models: str) -> AsyncIterator[str]:
+    """A lab with no engine of its own (nor Redis) in front of a vLLM server at `upstream`,
+    with no rate limit for `models`, its servers discovered; yields its URL."""
+    from api.app import create_app
+
+    settings = Settings(MODEL="", VLLM_ENDPOINT=upstream, REDIS_URL="", METRICS_PORT=0,
+                        API_TOKEN=token, RATE_LIMITS=dict.fromkeys(models, 0))  # type: ignore[arg-type]
+    app = create_app(settings, ui=False)
+    async with serve_app(app) as url:
+        await app.state.textgen.backends.wait_discovered()
+        yield url

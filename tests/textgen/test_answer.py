@@ -109,3 +109,37 @@ def test_answer_gives_either_form_without_sharing_state() -> None:
     replayed = answer.chunks()
     replayed[0]["choices"][0]["text"] = "changed"
     assert answer.chunks()[0]["choices"][0]["text"] == "a"
+
+
+def test_a_pooling_answer_gets_a_new_id_and_keeps_its_shape() -> None:
+    from textgen.answer import new_id, renamed
+
+    embedding = {"id": "embd-1", "object": "list", "created": 7, "model": "m",
+                 "data": [{"index": 0, "object": "embedding", "embedding": [0.5]}],
+                 "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    rerank = {"id": "score-1", "model": "m", "results": [], "usage": {"total_tokens": 3}}
+    assert renamed(embedding, new_id("embeddings", "r2"), 9) == {
+        **embedding, "id": "embd-r2", "created": 9}
+    # vLLM's rerank answer has no time: none is made up for it.
+    assert renamed(rerank, new_id("rerank", "r3"), 9) == {**rerank, "id": "score-r3"}
+
+
+def test_a_pooling_request_is_never_streamed_nor_sampled() -> None:
+    from textgen import OpenAIRequest
+
+    request = OpenAIRequest("embeddings", {"model": "m", "input": "x", "stream": True})
+    assert (request.pooled, request.stream, request.sampled, request.path) == (
+        True, False, False, "/v1/embeddings")
+    chat = OpenAIRequest("chat", {"model": "m", "messages": []})
+    assert (chat.pooled, chat.sampled) == (False, True)
+
+
+def test_typed_events_are_renamed_where_they_hold_the_answers_id() -> None:
+    from textgen.answer import renamed
+
+    created = {"type": "response.created", "response": {"id": "resp_1", "created_at": 7}}
+    delta = {"type": "response.output_text.delta", "delta": "Hi", "item_id": "msg_9"}
+    start = {"type": "message_start", "message": {"id": "msg_1", "content": []}}
+    assert renamed(created, "resp_2", 9) == {**created, "response": {"id": "resp_2", "created_at": 7}}
+    assert renamed(delta, "resp_2", 9) == delta
+    assert renamed(start, "msg_2", 9)["message"]["id"] == "msg_2"

@@ -63,8 +63,14 @@ def test_signatures_we_call() -> None:
 
     assert list(inspect.signature(init_app_state).parameters)[:4] == [
         "engine_client", "state", "args", "supported_tasks"]
+    from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
+    from vllm.entrypoints.openai.responses.serving import OpenAIServingResponses
+    from vllm.entrypoints.pooling.base.serving import PoolingServing
+
     for method in (OpenAIServingCompletion.create_completion,
                    OpenAIServingChat.create_chat_completion,
+                   OpenAIServingResponses.create_responses,
+                   AnthropicServingMessages.create_messages, PoolingServing.__call__,
                    ServingTokenization.create_tokenize, ServingTokenization.create_detokenize):
         assert list(inspect.signature(method).parameters)[1:3] == ["request", "raw_request"], method
 
@@ -74,7 +80,10 @@ def test_the_serving_layer_reads_only_headers_and_state_of_a_request() -> None:
     modules = ["vllm.entrypoints.openai.completion.serving",
                "vllm.entrypoints.openai.chat_completion.serving",
                "vllm.entrypoints.generate.base.serving", "vllm.entrypoints.serve.engine.serving",
-               "vllm.entrypoints.serve.tokenize.serving"]
+               "vllm.entrypoints.serve.tokenize.serving",
+               "vllm.entrypoints.openai.responses.serving", "vllm.entrypoints.anthropic.serving",
+               "vllm.entrypoints.pooling.base.serving", "vllm.entrypoints.pooling.embed.serving",
+               "vllm.entrypoints.pooling.scoring.serving"]
     used: set[str] = set()
     for module in modules:
         source = inspect.getsource(importlib.import_module(module))

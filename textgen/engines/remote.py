@@ -224,7 +224,7 @@ class RemoteServer:
     async def send(self, request: OpenAIRequest, request_id: str) -> EngineReply:
         """Answer a request; `RequestNotSent` when it never reached the server."""
         body = request.body
-        if request.stream:
+        if request.stream and not request.evented:
             options = body.get("stream_options")
             options = options if isinstance(options, dict) else {}
             body = {**body, "stream_options": {**options, "include_usage": True}}
@@ -244,7 +244,8 @@ class RemoteServer:
                 )
             streaming = True
             chunks = UpstreamChunks(response, self.url, failed=self._failed,
-                                    closed=self._stream_closed)
+                                    closed=self._stream_closed,
+                                    events_of=request.endpoint if request.evented else None)
             self._streams.add(chunks)
             return EngineReply(chunks=chunks)
         finally:

@@ -55,12 +55,19 @@ def upstream_error(content: bytes) -> tuple[str | None, str | None]:
             return error["message"], param if isinstance(param, str) else None
         if isinstance(error, str):
             return error, None
+        if isinstance(data.get("detail"), str):  # FastAPI's own 404/405: a route not served
+            return data["detail"], None
     return None, None
 
 
 def status_error(url: str, status: int, content: bytes) -> TextGenError:
     """The error for an upstream answer with `status` (not 200) and body `content`."""
     message, param = upstream_error(content)
+    if status == 404 and message == "Not Found":
+        # vLLM's server registers only the routes its model serves (chat on a generator,
+        # embeddings on a pooling model): the same 404 a client of the server would get.
+        message, param = (f"The backend {url} does not serve this route for its model (a text "
+                          "generator or a pooling model: vLLM serves each its own routes)."), "model"
     if (400 <= status < 500 and status not in (401, 403, 408, 429) or status == 501) and message:
         # The client's own mistake (context too long, no chat template, a feature the server
         # lacks): passed on with the server's status and message.

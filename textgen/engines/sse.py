@@ -1,6 +1,7 @@
 """Reading an upstream's server-sent event stream: its `data:` payloads, then its chunks.
 
-A remote vLLM server streams a generation as SSE, one JSON chunk per event and `[DONE]` last.
+A remote vLLM server streams a generation as SSE, one JSON chunk per event and `[DONE]` last
+(Responses and Messages: typed events, the last one closing the answer).
 `sse_data` splits the body into payloads as the bytes arrive; `UpstreamChunks` turns them into
 the chunks the pipeline passes on, and a stream that ends early, sends garbage or an error
 event into a typed error. A stream without `[DONE]` is an error: the server went away.
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import orjson
 
+from .. import events
 from ..errors import BackendUnavailable, TextGenError
+from ..request import Route
 from .remote_errors import stream_error, transport_error
 
 
@@ -57,8 +60,12 @@ class UpstreamChunks:
         *,
         failed: Callable[[TextGenError], TextGenError],
         closed: Callable[[UpstreamChunks], None],
+        events_of: Route | None = None,
     ) -> None:
+        """`events_of`: the route (Responses, Messages) whose typed events the stream holds:
+        such a stream ends with its closing event instead of [DONE]."""
         self._response = response
+        self._events_of = events_of
         self._url = url
         self._failed = failed
         self._on_closed = closed
@@ -106,6 +113,13 @@ class UpstreamChunks:
                 raise self._failed(
                     BackendUnavailable(f"The backend {url} sent a chunk we could not read.")
                 )
+            if self._events_of is not None:
+                if events.is_error(chunk):
+                    await self.aclose()
+                    raise self._failed(stream_error(url, chunk))
+                if events.is_last(self._events_of, chunk):
+                    self._done = True  # read on to the end of the body, as after [DONE]
+                return chunk
             if "choices" not in chunk and ("error" in chunk or "message" in chunk):
                 await self.aclose()
                 raise self._failed(stream_error(url, chunk))

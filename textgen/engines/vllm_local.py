@@ -23,14 +23,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from ..engine_stats import stat_logger
 from ..errors import TextGenError
 from ..request import OpenAIRequest
+from . import vllm_routes
 from .base import EngineReply
-from .errors import adapter_error, engine_error, stream_error, validation_error
+from .errors import adapter_error, engine_error, rejection, stream_error, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +217,10 @@ class VllmEngine:
         except BaseException:
             await asyncio.to_thread(llm.shutdown)
             raise
-        if state.openai_serving_completion is None or state.openai_serving_chat is None:
+        if not (getattr(state, "openai_serving_completion", None)
+                or getattr(state, "serving_pooling", None)):
             await asyncio.to_thread(llm.shutdown)
-            raise ValueError(f"{model_id} is not a text-generation model")
+            raise ValueError(f"{model_id} is neither a text-generation nor a pooling model")
         identity = weights_identity(folder, argv)
         engine = cls(model_id, llm, state, identity)
         engine.vllm_metrics = vllm_metrics
@@ -242,21 +243,19 @@ class VllmEngine:
     async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-        schema, handler = self._handler(request)
-        from pydantic import ValidationError
-
-        try:
-            body = schema.model_validate(request.body)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        except Exception as exc:  # vLLM's model validators raise VLLMValidationError as is
-            raise engine_error(exc) from None
-        if body.stream:
+        serving = vllm_routes.serving_for(self._state, request.endpoint)
+        if serving is None:
+            # vLLM's server registers only the routes its model serves: the others are a 404.
+            raise rejection(404, f"The model '{request.model}' does not serve {request.path} "
+                                 f"(vLLM serves it as a {vllm_routes.runner(self._state)} "
+                                 "model).", "model")
+        body = serving.parse(request.body)
+        if request.stream and request.endpoint in ("chat", "completions"):
             # Always ask for the usage chunk: the lab's token metrics come from it. It is
             # dropped on the way out when the client did not ask for it.
             body.stream_options = _usage_options(body.stream_options)
         try:
-            result = await handler(body, _RawRequest(request_id))
+            result = await serving.call(body, _RawRequest(request_id))
         except TextGenError:
             raise
         except Exception as exc:  # vLLM raises some refusals (out-of-vocab logit_bias, ...)
@@ -264,36 +263,44 @@ class VllmEngine:
         if isinstance(result, ErrorResponse):
             _raise_if_cancelled()
             raise self._interrupted(request.model) or engine_error(result)
-        if body.stream:
-            return EngineReply(chunks=self._chunks(result, request.model))
-        return EngineReply(response=result.model_dump(mode="json"))
-
-    def _handler(self, request: OpenAIRequest) -> tuple[Any, Any]:
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-
-        if request.endpoint == "chat":
-            return ChatCompletionRequest, self._state.openai_serving_chat.create_chat_completion
-        return CompletionRequest, self._state.openai_serving_completion.create_completion
+        if request.stream:
+            return EngineReply(chunks=self._chunks(result, request))
+        return EngineReply(response=vllm_routes.response_object(request, result))
 
     def _interrupted(self, model: str) -> TextGenError | None:
         """The error a request for `model` ended with, when interrupt() ended it."""
         return self._interruption or self._adapter_interruptions.get(model)
 
-    async def _chunks(self, events: AsyncIterator[str],
-                      model: str) -> AsyncIterator[dict[str, Any]]:
-        """vLLM's ready SSE strings as chunk objects; its error event becomes a typed error."""
+    async def _chunks(self, items: AsyncIterator[Any],
+                      request: OpenAIRequest) -> AsyncIterator[dict[str, Any]]:
+        """vLLM's stream as chunk (or event) objects; its error event becomes a typed error."""
         try:
-            async for event in events:
-                data = event[6:].strip() if event.startswith("data: ") else event.strip()
-                if not data or data == "[DONE]":
+            async for item in items:
+                chunk = vllm_routes.stream_item(request, item)
+                if chunk is None:
                     continue
-                chunk = orjson.loads(data)
-                if "choices" not in chunk and "error" in chunk:
-                    raise self._interrupted(model) or stream_error(chunk)
+                if vllm_routes.is_error(request, chunk):
+                    raise self._interrupted(request.model) or stream_error(chunk)
                 yield chunk
         finally:
-            await events.aclose()  # type: ignore[attr-defined]  # aborts the request in vLLM
+            await items.aclose()  # type: ignore[attr-defined]  # aborts the request in vLLM
+
+    async def stored_response(self, response_id: str, *,
+                              cancel: bool = False) -> dict[str, Any] | None:
+        """A response vLLM's store keeps (`store: true` with VLLM_ENABLE_RESPONSES_API_STORE),
+        or the same cancelled; None when this engine keeps none by that id."""
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+        serving = getattr(self._state, "openai_serving_responses", None)
+        if serving is None:
+            return None
+        result = await (serving.cancel_responses(response_id) if cancel else
+                        serving.retrieve_responses(response_id, starting_after=None, stream=False))
+        if isinstance(result, ErrorResponse):
+            if int(result.error.code) == 404:
+                return None
+            raise engine_error(result)
+        return result.model_dump(mode="json", by_alias=True)  # type: ignore[no-any-return]
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         from pydantic import TypeAdapter, ValidationError

@@ -49,6 +49,8 @@ class ModelInfo:
     # A LoRA adapter: its base model, and the adapter's folder (vLLM's `parent` and `root`).
     parent: str | None = None
     root: str | None = None
+    # "generate" (completions, chat) or "pooling" (embeddings, pooling, score): the catalog's word.
+    runner: str = "generate"
 
 
 class ModelRegistry:
@@ -157,7 +159,7 @@ class ModelRegistry:
             size_class=e.spec.size_class, rate_limit=self.rate_limit(model_id),
             backend=e.engine.kind if e.engine is not None else "vllm",
             owned_by=e.spec.owned_by, created=e.spec.created, active=e.active,
-            **_replicas(e.engine), **_adapter(e.engine),
+            runner=e.spec.runner, **_replicas(e.engine), **_adapter(e.engine),
         )
 
     def serve_args(self, model_id: str, overrides: dict[str, str]) -> tuple[str, ...]:

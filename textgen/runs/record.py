@@ -46,7 +46,14 @@ class RunRecord:
 
 def reply_text(answer: dict[str, Any]) -> str:
     """The first choice's text: a completion's text, a chat message's content (or, for a reply
-    that is only tool calls, their arguments)."""
+    that is only tool calls, their arguments); a Responses or Anthropic answer's text parts."""
+    if isinstance(answer.get("output"), list):  # Responses: output items of type "message"
+        return "".join(str(part.get("text") or "") for item in answer["output"]
+                       if isinstance(item, dict) and item.get("type") == "message"
+                       for part in item.get("content") or () if isinstance(part, dict))
+    if answer.get("type") == "message" and isinstance(answer.get("content"), list):
+        return "".join(str(block.get("text") or "") for block in answer["content"]
+                       if isinstance(block, dict) and block.get("type") == "text")
     choices = answer.get("choices") or [{}]
     first = choices[0] if isinstance(choices[0], dict) else {}
     if "text" in first:
