@@ -130,6 +130,32 @@ def chat_request(model: str | None, messages: list[dict[str, Any]],
                               stream=True).kept_as("playground")
 
 
+# The chat settings a Responses request has too (`max_tokens` is its `max_output_tokens`).
+RESPONSES_SETTINGS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+
+
+def responses_request(model: str | None, messages: list[dict[str, Any]],
+                      options: dict[str, Any]) -> OpenAIRequest:
+    """A conversation as a streamed, stateless Responses request (`/v1/responses`, `store`
+    false: the whole conversation goes each turn, as with chat). It carries the settings the
+    Responses API has; tools and JSON output stay with the chat API."""
+    if not model:
+        raise user_error("Pick a model first.")
+    if options.get("tools") or options.get("response_format"):
+        raise user_error("Tools and JSON output go through the chat API here: untick "
+                         "'Responses API'.")
+    if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+        raise user_error("This conversation has tool calls: continue it with the chat API.")
+    body: dict[str, Any] = {
+        "model": model, "stream": True, "store": False,
+        "input": [{"role": m["role"], "content": m.get("content") or ""} for m in messages],
+        **{k: options[k] for k in RESPONSES_SETTINGS if options.get(k) is not None},
+    }
+    if options.get("max_tokens"):
+        body["max_output_tokens"] = options["max_tokens"]
+    return OpenAIRequest("responses", body).kept_as("playground")
+
+
 def settings_values(settings: dict[str, Any]) -> dict[str, Any]:
     """The form's values for a request's settings (an imported conversation, a reopened run):
     only the fields the settings have, named as `Controls` names its widgets."""

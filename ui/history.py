@@ -84,6 +84,8 @@ def jsonl(runs: list[RunRecord]) -> str:
 
 def reply_of(run: RunRecord) -> dict[str, Any] | str:
     """The assistant message (chat) or the text (completion) of a run's first choice."""
+    if run.route == "responses":  # the text of its output messages
+        return {"role": "assistant", "content": run.text}
     choices = (run.answer or {}).get("choices") or [{}]
     if run.route == "chat":
         return dict(choices[0].get("message") or {"role": "assistant", "content": ""})
@@ -94,7 +96,11 @@ def reopened(run: RunRecord) -> dict[str, Any]:
     """What the playground shows again for a run: mode, model, settings, and its input and
     reply (a conversation continues from the reply; a completion shows its text)."""
     request = run.request
-    opened: dict[str, Any] = {"mode": CHAT if run.route == "chat" else COMPLETION,
+    if run.route == "responses":  # a conversation, as the chat view shows it
+        given = request.get("input")
+        request = {**request, "messages": given if isinstance(given, list)
+                   else [{"role": "user", "content": str(given or "")}]}
+    opened: dict[str, Any] = {"mode": CHAT if run.route in ("chat", "responses") else COMPLETION,
                               "model": run.model, "settings": settings_of(request)}
     reply = reply_of(run)
     if "messages" in request:

@@ -1,5 +1,5 @@
-"""`build_ui`: the lab's Gradio Blocks — playground, compare, benchmark, history, models and
-dashboards."""
+"""`build_ui`: the lab's Gradio Blocks — playground, compare, embeddings, benchmark, evaluate,
+history, models and dashboards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textgen import TextGen
 from .engine_panel import EngineHistory
 from .streaming import StopButtons
 from .sweep_runner import SweepGuard
-from .tabs import benchmark, compare, dashboards, evaluate, history, models, playground
+from .tabs import benchmark, compare, dashboards, embeddings, evaluate, history, models, playground
 
 HEADER = """\
 ## textgen lab
@@ -39,6 +39,8 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
                 lab = playground.build(demo, textgen, stops, finished, api_base=api_base)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
                 compare.build(demo, textgen, stops)
+            with gr.Tab("Embeddings", id="embeddings", elem_id="tab-embeddings") as embeddings_tab:
+                embeddings.build(demo, textgen, embeddings_tab)
             with gr.Tab("Benchmark", id="benchmark", elem_id="tab-benchmark") as benchmark_tab:
                 benchmark.build(demo, textgen, stops, guard, engines, benchmark_tab)
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as evaluate_tab:
@@ -50,7 +52,8 @@ def build_ui(textgen: TextGen, *, api_base: str | None = None) -> gr.Blocks:
             with gr.Tab("Dashboards", id="dashboards", elem_id="tab-dashboards") as dashboards_tab:
                 dashboards_timer = dashboards.build(demo, textgen, dashboards_tab, engines)
         _run_timers_while_shown(
-            {playground_tab: [], compare_tab: [], benchmark_tab: [], evaluate_tab: [],
+            {playground_tab: [], compare_tab: [], embeddings_tab: [], benchmark_tab: [],
+             evaluate_tab: [],
              history_tab: [],
              models_tab: [models_timer], dashboards_tab: [dashboards_timer]}
         )

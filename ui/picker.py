@@ -31,9 +31,11 @@ def ordered(infos: list[ModelInfo]) -> list[ModelInfo]:
     return sorted(infos, key=lambda m: _ORDER[m.status])
 
 
-def choices(infos: list[ModelInfo]) -> list[tuple[str, str]]:
-    """(label, model id) pairs in `ordered` order."""
-    return [(f"{m.id}  ·  {STATUS_MARK[m.status]}", m.id) for m in ordered(infos)]
+def choices(infos: list[ModelInfo], runner: str = "generate") -> list[tuple[str, str]]:
+    """(label, model id) pairs in `ordered` order, of the models that `runner` (text
+    generators by default; "pooling" for embedding models)."""
+    return [(f"{m.id}  ·  {STATUS_MARK[m.status]}", m.id) for m in ordered(infos)
+            if m.runner == runner]
 
 
 def signature(infos: list[ModelInfo]) -> str:
@@ -41,8 +43,10 @@ def signature(infos: list[ModelInfo]) -> str:
     return "|".join(f"{m.id}={m.status}" for m in infos)
 
 
-def default_model(infos: list[ModelInfo]) -> str | None:
-    """A loaded model (the default one if loaded), else the default, else any runnable one."""
+def default_model(infos: list[ModelInfo], runner: str = "generate") -> str | None:
+    """A loaded model (the default one if loaded), else the default, else any runnable one;
+    of the models that `runner`."""
+    infos = [m for m in infos if m.runner == runner]
     loaded = [m.id for m in infos if m.status == "loaded"]
     if DEFAULT_MODEL in loaded:
         return DEFAULT_MODEL
@@ -61,7 +65,8 @@ def size_class(name: str) -> str:
 
 def describe(info: ModelInfo) -> str:
     """One line of Markdown under a picker: status, kind, size class, limit, and what to do."""
-    kind = "instruction-tuned" if info.instruct else "base model (completions)"
+    kind = ("pooling model (embeddings, score)" if info.runner == "pooling"
+            else "instruction-tuned" if info.instruct else "base model (completions)")
     facts = (f"{STATUS_MARK[info.status]} · {kind} · {size_class(info.size_class)} · "
              f"limit {info.rate_limit} req/min")
     if info.gpu_memory_usage is not None:

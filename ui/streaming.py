@@ -78,6 +78,8 @@ class Run:
             chunks = self.generation.chunks()
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
+                    if self.request.evented:  # Responses: typed events, one output
+                        self.pieces += self.choices[0].take_event(chunk)
                     for choice in chunk.get("choices") or ():
                         index = int(choice.get("index", 0))
                         while index >= len(self.choices):
@@ -191,6 +193,19 @@ class Choice:
         if choice.get("finish_reason") is not None:
             self.finish = choice["finish_reason"]
         return bool(text)
+
+    def take_event(self, event: dict[str, Any]) -> bool:
+        """Add one event of a Responses stream: its text, and how it ended; True when it
+        brought new text."""
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            self.text += event.get("delta") or ""
+            return bool(event.get("delta"))
+        if kind in ("response.completed", "response.incomplete"):
+            response = event.get("response") or {}
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            self.finish = "length" if reason == "max_output_tokens" else reason or "stop"
+        return False
 
     def _take_tool_call(self, part: dict[str, Any]) -> None:
         # OpenAI streams a tool call in pieces: id, type and name first, then the arguments

@@ -22,6 +22,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,6 +375,33 @@ def test_a_conversation_with_a_system_prompt_carries_the_first_turn(page: Any, l
     assert int(second["prompt tokens"]) == tokenize(lab, messages[:4])
     assert int(second["prompt tokens"]) > tokenize(lab, [messages[0], messages[3]])
     shot(page, "09-chat")
+
+
+def test_a_conversation_goes_through_the_responses_api_when_asked(page: Any, lab: Any) -> None:
+    set_slider(page, "#pg-max-tokens", 24)
+    set_slider(page, "#pg-temperature", 0)
+    page.locator("#pg-responses-api input").check()
+    question = f"Name a colour. ({uuid.uuid4().hex[:6]})"
+    reply = send(page, question)
+    assert reply["status"] == "done" and int(reply["completion tokens"]) > 0
+    shown = bubbles(page)
+    assert len(shown) == 2 and shown[0] == question and shown[1]
+    # Kept as a Responses run; greedy, its text is what the chat API answers for the same
+    # conversation (one chat template, one engine).
+    headers = {"Authorization": f"Bearer {lab.token}"}
+
+    def kept() -> list[dict[str, Any]]:  # written off the request path, within a second
+        return httpx.get(f"{lab.url}/lab/runs", params={"text": question}, headers=headers,
+                         timeout=60).json()["data"]
+
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not (runs := kept()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r["route"] for r in runs] == ["responses"] and runs[0]["request"]["store"] is False
+    chat = httpx.post(f"{lab.url}/v1/chat/completions", headers=headers, timeout=300, json={
+        "model": DEFAULT_MODEL, "messages": [{"role": "user", "content": question}],
+        "max_tokens": 24, "temperature": 0}).json()
+    assert runs[0]["text"] == chat["choices"][0]["message"]["content"]
 
 
 def test_regenerate_replaces_the_last_reply_and_edit_resends_a_turn(page: Any, lab: Any) -> None:

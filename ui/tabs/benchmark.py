@@ -80,7 +80,8 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
     plots = {"throughput": throughput, "requests": requests, "ttft": ttft, "itl": itl}
 
     def models(current: str | None) -> gr.Dropdown:
-        loaded = [m.id for m in picker.ordered(textgen.list_models()) if m.status == "loaded"]
+        loaded = [m.id for m in picker.ordered(textgen.list_models())
+                  if m.status == "loaded" and m.runner == "generate"]
         value = current if current in loaded else (loaded[0] if loaded else None)
         return gr.Dropdown(choices=loaded, value=value)
 

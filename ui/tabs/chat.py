@@ -47,6 +47,7 @@ class ChatView:
     upload: gr.UploadButton
     turns: gr.State
     sent_options: gr.State  # the options the conversation was last sent with, for its export
+    responses_api: gr.Checkbox  # send through /v1/responses instead of /v1/chat/completions
 
 
 def build_view(*, visible: bool) -> ChatView:
@@ -70,13 +71,19 @@ def build_view(*, visible: bool) -> ChatView:
             tool_result = gr.Textbox(label="Tool result", lines=2, scale=4, elem_id="pg-tool-result",
                                      placeholder='e.g. {"temperature": 18, "sky": "clear"}')
             send_tool = gr.Button("Send tool result", scale=1, elem_id="pg-send-tool")
+        responses_api = gr.Checkbox(
+            label="Responses API", value=False, elem_id="pg-responses-api",
+            info="Send the conversation to /v1/responses (OpenAI's Responses, stateless) instead "
+                 "of /v1/chat/completions: temperature, top_p, penalties and max_tokens go "
+                 "with it; tools and JSON stay with chat.")
         with gr.Row():
             export = gr.DownloadButton(EXPORT_LABEL, size="sm", value=None,
                                        interactive=False, elem_id="pg-export")
             upload = gr.UploadButton("Import conversation (JSON)", size="sm", file_types=[".json"],
                                      elem_id="pg-import")
     return ChatView(column, system, chatbot, message, send, stop, regenerate, clear, tool_row,
-                    tool_result, send_tool, export, upload, gr.State([]), gr.State({}))
+                    tool_result, send_tool, export, upload, gr.State([]), gr.State({}),
+                    responses_api)
 
 
 def export_button(model_id: str | None, system: str | None, turns: conversation.Turns,
@@ -113,7 +120,7 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
     outputs = [view.chatbot, view.turns, view.message, view.tool_row, view.tool_result,
                view.sent_options, view.export, finished, *busy, *views.outputs()]
     inputs = {model, view.system, view.turns, view.message, view.tool_result, finished,
-              *controls.widgets()}
+              view.responses_api, *controls.widgets()}
 
     def buttons(running: bool) -> dict[Any, Any]:
         return {view.send: gr.Button(interactive=not running),
@@ -128,8 +135,10 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         message box's text is the last turn)."""
         before = data[view.turns] or []
         options = controls.options(data, forms.CHAT)
-        request_ = forms.chat_request(data[model], conversation.messages(data[view.system], turns),
-                                      options)
+        messages = conversation.messages(data[view.system], turns)
+        request_ = (forms.responses_request(data[model], messages, options)
+                    if data[view.responses_api] else
+                    forms.chat_request(data[model], messages, options))
         problem = readiness_problem(textgen, request_.model)
         if problem:
             raise user_error(problem, title="Model not ready")

@@ -28,7 +28,8 @@ def status_frame(infos: list[ModelInfo]) -> pd.DataFrame:
         loaded_at = (dt.datetime.fromtimestamp(m.loaded_at).strftime("%H:%M:%S")
                      if m.loaded_at else "")
         rows.append([
-            m.id, picker.STATUS_MARK[m.status], "instruct" if m.instruct else "base",
+            m.id, picker.STATUS_MARK[m.status],
+            "pooling" if m.runner == "pooling" else "instruct" if m.instruct else "base",
             picker.size_class(m.size_class), m.rate_limit, m.backend, loaded_at,
             "" if m.gpu_memory_usage is None else f"{m.gpu_memory_usage:.2f}", m.reason or "",
         ])
