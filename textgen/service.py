@@ -305,7 +305,8 @@ class TextGen:
             raise
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """`/tokenize` or `/detokenize` by the engine serving the body's model."""
+        """`/tokenize`, `/detokenize` or `/v1/messages/count_tokens` by the engine serving the
+        body's model."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("You must provide a model parameter.", param="model")

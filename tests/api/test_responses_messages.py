@@ -153,3 +153,12 @@ async def test_a_stored_response_is_retrieved_by_its_id(lab: LabServer) -> None:
             await client.responses.retrieve("resp_not_kept_here")
         with pytest.raises(openai.BadRequestError, match="Cannot cancel a synchronous"):
             await client.responses.cancel(made.id)  # vLLM's refusal for a finished one
+
+
+async def test_counting_a_messages_tokens_is_vllms(target: tuple[str, str],
+                                                   vllm: VllmServer) -> None:
+    body = {"model": MODEL, "messages": MESSAGE_BODY["messages"], "system": "Be brief."}
+    async with anthropic_client(*target) as ours, anthropic_client(vllm.url, "none") as theirs:
+        mine = await ours.messages.count_tokens(**body)  # type: ignore[arg-type]
+        upstream = await theirs.messages.count_tokens(**body)  # type: ignore[arg-type]
+    assert mine.input_tokens == upstream.input_tokens > 0

@@ -30,7 +30,7 @@ from ..errors import TextGenError
 from ..request import OpenAIRequest
 from . import vllm_routes
 from .base import EngineReply
-from .errors import adapter_error, engine_error, rejection, stream_error, validation_error
+from .errors import adapter_error, engine_error, rejection, stream_error
 
 log = logging.getLogger(__name__)
 
@@ -303,26 +303,19 @@ class VllmEngine:
         return result.model_dump(mode="json", by_alias=True)  # type: ignore[no-any-return]
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        from pydantic import TypeAdapter, ValidationError
+        """`/tokenize`, `/detokenize`, or Anthropic's `/v1/messages/count_tokens`: vLLM's."""
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 
-        serving = self._state.serving_tokenization
-        schema: Any = TypeAdapter(TokenizeRequest if path == "/tokenize" else DetokenizeRequest)
+        serving = vllm_routes.token_serving(self._state, path)
+        parsed = serving.parse(body)
         try:
-            parsed = schema.validate_python(body)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        except Exception as exc:
-            raise engine_error(exc) from None
-        handler = serving.create_tokenize if path == "/tokenize" else serving.create_detokenize
-        try:
-            result = await handler(parsed, _RawRequest(f"tok-{os.urandom(6).hex()}"))
+            result = await serving.call(parsed, _RawRequest(f"tok-{os.urandom(6).hex()}"))
         except Exception as exc:
             raise engine_error(exc) from exc
         if isinstance(result, ErrorResponse):
             raise engine_error(result)
-        return result.model_dump(mode="json")  # type: ignore[no-any-return]
+        # As vLLM's routes write them (Anthropic's without its empty fields).
+        return result.model_dump(mode="json", exclude_none=path.startswith("/v1/messages"))  # type: ignore[no-any-return]
 
     # --- LoRA adapters ---------------------------------------------------------------------
 

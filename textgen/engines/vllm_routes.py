@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import InvalidRequest
 from ..request import OpenAIRequest, Route
-from .errors import engine_error, validation_error
+from .errors import engine_error, rejection, validation_error
 
 # The attribute of vLLM's app state holding each route's serving object, and its method.
 _SERVING: dict[Route, tuple[str, str | None]] = {
@@ -60,6 +60,24 @@ def serving_for(state: Any, route: Route) -> Serving | None:
     if serving is None:
         return None
     return Serving(_schema(route), getattr(serving, method) if method else serving)
+
+
+def token_serving(state: Any, path: str) -> Serving:
+    """`/tokenize`, `/detokenize` (every model) or `/v1/messages/count_tokens` (generators)."""
+    from pydantic import TypeAdapter
+    from vllm.entrypoints.anthropic.protocol import AnthropicCountTokensRequest
+    from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
+
+    if path == "/v1/messages/count_tokens":
+        messages = getattr(state, "anthropic_serving_messages", None)
+        if messages is None:
+            raise rejection(404, f"This model does not serve {path} (it is a {runner(state)} "
+                                 "model).", "model")
+        return Serving(TypeAdapter(AnthropicCountTokensRequest), messages.count_tokens)
+    tokenization = state.serving_tokenization
+    if path == "/tokenize":
+        return Serving(TypeAdapter(TokenizeRequest), tokenization.create_tokenize)
+    return Serving(TypeAdapter(DetokenizeRequest), tokenization.create_detokenize)
 
 
 def runner(state: Any) -> str:
