@@ -315,14 +315,15 @@ class TextGen:
         return await engine.tokenize(path, body)
 
     async def stored_response(self, response_id: str, *, cancel: bool = False) -> dict[str, Any]:
-        """`GET /v1/responses/{id}` (or its cancel): asked of every in-process engine, the one
-        whose vLLM store keeps it answers. Remote servers' stores are not asked."""
-        for entry in list(self.models.entries.values()):
-            lookup = getattr(entry.engine, "stored_response", None)
-            if lookup is not None and entry.status is ModelState.LOADED:
-                found = await lookup(response_id, cancel=cancel)
-                if found is not None:
-                    return found  # type: ignore[no-any-return]
+        """`GET /v1/responses/{id}` (or its cancel): asked of every in-process engine, then of
+        every remote server that is up; the one whose vLLM store keeps it answers."""
+        engines = [e.engine for e in list(self.models.entries.values())
+                   if e.status is ModelState.LOADED and getattr(e.engine, "kind", "") == "vllm"]
+        servers = [s for s in self.backends.servers() if s.state == "up"]
+        for holder in (*engines, *servers):
+            found = await holder.stored_response(response_id, cancel=cancel)  # type: ignore[union-attr]
+            if found is not None:
+                return found  # type: ignore[no-any-return]
         raise ResponseNotFound(f"Response with id '{response_id}' not found.",
                                param="response_id")
 

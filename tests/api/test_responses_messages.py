@@ -141,9 +141,11 @@ async def test_bad_requests_get_vllms_status(target: tuple[str, str], vllm: Vllm
     assert 400 <= ours.status_code < 500 and ours.json()["error"]["message"]
 
 
-async def test_a_stored_response_is_retrieved_by_its_id(lab: LabServer) -> None:
-    # The session's lab runs with VLLM_ENABLE_RESPONSES_API_STORE=1 (tests/conftest.py).
-    async with openai_client(lab.base_url, lab.token) as client:
+async def test_a_stored_response_is_retrieved_by_its_id(target: tuple[str, str]) -> None:
+    # The session's lab and vLLM's server run with VLLM_ENABLE_RESPONSES_API_STORE=1
+    # (tests/conftest.py, tests/support/upstreams.py): in-process, the lab's engine keeps it;
+    # in front of the server, the server does and the lab asks it.
+    async with openai_client(*target) as client:
         made = await client.responses.create(**RESPONSE, store=True)
         again = await client.responses.retrieve(made.id)
         assert (again.id, again.status, again.output_text) == (made.id, made.status,

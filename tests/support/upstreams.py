@@ -44,8 +44,10 @@ def free_port() -> int:
 
 
 def _vllm_env() -> dict[str, str]:
+    # With vLLM's Responses store, as the session's lab runs (tests/conftest.py).
     return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+            "VLLM_ENABLE_RESPONSES_API_STORE": "1"}
 
 
 

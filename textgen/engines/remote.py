@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -183,6 +184,25 @@ class RemoteServer:
         except httpx.HTTPError as exc:
             return 0, transport_error(self.url, exc).message
         return response.status_code, content.decode("utf-8", "replace")
+
+    async def stored_response(self, response_id: str, *,
+                              cancel: bool = False) -> dict[str, Any] | None:
+        """A response this server's vLLM store keeps (`GET /v1/responses/{id}`), or the same
+        cancelled; None when it keeps none by that id (its 404)."""
+        path = f"/v1/responses/{quote(response_id, safe='')}" + ("/cancel" if cancel else "")
+        try:
+            response = await self._client.request("POST" if cancel else "GET", path, None,
+                                                  self._plain_timeouts)
+        except httpx.HTTPError as exc:
+            raise self._failed(transport_error(self.url, exc), eject=False) from exc
+        if response.status_code == 404:
+            await response.aclose()
+            return None
+        if response.status_code != 200:
+            content = await read_bounded(response, _ERROR_BODY_LIMIT)
+            await response.aclose()
+            raise status_error(self.url, response.status_code, content)
+        return await self._json(response)
 
     async def read_metrics(self, seconds: float | None = None) -> list[Metric]:
         """The server's `/metrics` page, parsed (the families the lab reads of it).

@@ -16,6 +16,9 @@ import httpx
 
 from .endpoint import Endpoint
 
+# Parsed URLs kept per path: a few routes are called over and over.
+_KEPT_URLS = 64
+
 
 class UpstreamClient:
     """One server's address (`endpoint`, or one `address` its name resolved to) and pool."""
@@ -37,7 +40,9 @@ class UpstreamClient:
     def url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = httpx.URL(self.base + path)
+            url = httpx.URL(self.base + path)
+            if len(self._urls) < _KEPT_URLS:  # the routes; not every id a path may hold
+                self._urls[path] = url
         return url
 
     async def request(self, method: str, path: str, content: bytes | None,
