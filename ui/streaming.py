@@ -313,9 +313,11 @@ class StopButtons:
                 del self._events[(session, view)]
 
     def press(self, session: str, view: str) -> bool:
+        # Logged: a Stop that did not stop is then told apart from one that never arrived.
         event = self._events.get((session, view))
+        log.info("Stop pressed in %s (page %s): %s", view, session[:8],
+                 "stopping its generation" if event is not None else "nothing was running")
         if event is None:
-            log.debug("Stop pressed in %s with nothing running", view)
             return False
         event.set()
         return True
@@ -328,6 +330,22 @@ def buttons(running: bool) -> tuple[gr.Button, gr.Button]:
     because Gradio skips the rest of a chain once a step raises.
     """
     return gr.Button(interactive=not running), gr.Button(interactive=running)
+
+
+class ButtonsShown:
+    """The (start, Stop) updates a streaming handler sends: only when running changes.
+
+    Resent with every redraw (ten a second), the buttons were updated under the pointer of
+    someone clicking Stop; sent once each way, a redraw carries only what changed."""
+
+    def __init__(self) -> None:
+        self._running: bool | None = None
+
+    def update(self, running: bool) -> tuple[Any, Any]:
+        if running == self._running:
+            return gr.skip(), gr.skip()
+        self._running = running
+        return buttons(running)
 
 
 def session_of(request: gr.Request | None) -> str:

@@ -187,7 +187,9 @@ def set_slider(page: Any, selector: str, value: float) -> None:
 
 def pick(page: Any, selector: str, model: str) -> None:
     page.click(f"{selector} input")
-    page.locator(f"[role=option][aria-label^='{model}']").click()
+    # The option is the model's id, alone or before its status ("id · ● loaded"); one id can
+    # begin another (SmolLM2-135M-Instruct and SmolLM2-135M-Instruct-embed).
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(model)}(\s|$)")).click()
 
 
 def accordion(page: Any, selector: str, label: str, inner: str, *, open_: bool = True) -> None:

@@ -146,12 +146,15 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         # The message box is emptied once, as the message moves into the conversation: what
         # the user types meanwhile (the next message) stays.
         taken: dict[Any, Any] = {view.message: ""} if took_message else {}
+        shown: bool | None = None  # the buttons' running state on the page (sent on change)
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([run], stop_event):
                 choice = run.choices[0]
                 partial = conversation.assistant_turn(choice.text, choice.tool_calls)
+                changed = buttons(running=not run.finished) if shown != (not run.finished) else {}
+                shown = not run.finished
                 yield {view.chatbot: conversation.display(turns, partial), **taken,
-                       **replies.live(views, run), **buttons(running=not run.finished)}
+                       **replies.live(views, run), **changed}
                 taken = {}
         choice = run.choices[0]
         if run.state == "error" and not choice.text and not choice.tool_calls:

@@ -12,7 +12,15 @@ from textgen import TextGen
 
 from .. import conversation, forms, picker, snippets
 from ..alerts import user_error
-from ..streaming import Run, StopButtons, buttons, follow, readiness_problem, session_of
+from ..streaming import (
+    ButtonsShown,
+    Run,
+    StopButtons,
+    buttons,
+    follow,
+    readiness_problem,
+    session_of,
+)
 from . import chat, controls, replies
 from .chat import ChatView
 from .controls import Controls
@@ -148,9 +156,10 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
         if problem:
             raise user_error(problem, title="Model not ready")
         current = Run(textgen, request_)
+        shown = ButtonsShown()
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                start, stop_ = buttons(running=not current.finished)
+                start, stop_ = shown.update(running=not current.finished)
                 yield {output: current.output(), generate: start, stop: stop_,
                        **replies.live(views, current)}
         start, stop_ = buttons(running=False)
