@@ -324,7 +324,8 @@ class StopButtons:
 
 
 def buttons(running: bool) -> tuple[gr.Button, gr.Button]:
-    """(start, Stop): Stop is enabled exactly while something runs.
+    """(start, Stop): Stop is enabled exactly while something runs (but the playground's
+    completion Stop, always enabled: ui/tabs/playground.py says why).
 
     The generation handlers set these in their own yields rather than in `.then` steps,
     because Gradio skips the rest of a chain once a step raises.

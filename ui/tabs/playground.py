@@ -73,7 +73,13 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
                                     placeholder="Once upon a time")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="pg-generate")
-                    stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
+                    # Always clickable (a press with nothing running does nothing), and no
+                    # generation's output: in full test runs this button, sent interactive
+                    # with the first redraw, was found disabled a moment later for the rest
+                    # of the generation (Gradio sends a generator's unchanged outputs once,
+                    # so nothing put it back); a Stop that never depends on that cannot be
+                    # caught that way. Generate still says whether something runs.
+                    stop = gr.Button("Stop", variant="stop", elem_id="pg-stop")
                 output = gr.Textbox(label="Output", lines=10, max_lines=30, interactive=False,
                                     autoscroll=True, buttons=["copy"], elem_id="pg-output")
             views = replies.build()
@@ -159,11 +165,10 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
         shown = ButtonsShown()
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                start, stop_ = shown.update(running=not current.finished)
-                yield {output: current.output(), generate: start, stop: stop_,
-                       **replies.live(views, current)}
-        start, stop_ = buttons(running=False)
-        yield {output: current.output(), generate: start, stop: stop_,
+                start, _ = shown.update(running=not current.finished)
+                yield {output: current.output(), generate: start, **replies.live(views, current)}
+        start, _ = buttons(running=False)
+        yield {output: current.output(), generate: start,
                finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
                **replies.final(views, current)}
         if current.state == "error":
@@ -186,7 +191,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
     gr.on([c.change for c in code_inputs], code, code_inputs, [curl, httpx, openai],
           show_progress="hidden", queue=False, trigger_mode="always_last")
     generate.click(run, {model, prompt, finished, *settings.widgets()},
-                   [output, generate, stop, finished, *views.outputs()],
+                   [output, generate, finished, *views.outputs()],
                    concurrency_limit=None, show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
     chat.wire(chat_view, textgen, stops, model=model, controls=settings, views=views, finished=finished)
