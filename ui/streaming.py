@@ -306,11 +306,16 @@ class StopButtons:
     @contextlib.contextmanager
     def armed(self, session: str, view: str) -> Iterator[asyncio.Event]:
         event = self._events[(session, view)] = asyncio.Event()
+        # Logged with the press: a Stop that found nothing running is then placed before,
+        # during or after the generation, and under which page's key.
+        log.info("Generation armed for Stop in %s (page %s)", view, session[:8])
         try:
             yield event
         finally:
             if self._events.get((session, view)) is event:
                 del self._events[(session, view)]
+            log.info("Generation in %s (page %s) ended%s", view, session[:8],
+                     " by Stop" if event.is_set() else "")
 
     def press(self, session: str, view: str) -> bool:
         # Logged: a Stop that did not stop is then told apart from one that never arrived.
