@@ -1,10 +1,12 @@
-"""Every error leaves the API in OpenAI's envelope; each error class maps to one status here."""
+"""Every error leaves the API in OpenAI's envelope (Anthropic's on the Messages routes); each
+error class maps to one status here."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,6 +50,13 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
 }
 
 
+# Anthropic's error types by status (its docs' "HTTP errors"); what is not listed is an api_error.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+_ANTHROPIC_PATHS = "/v1/messages"  # and /v1/messages/count_tokens
+
+
 def status_of(exc: e.TextGenError) -> tuple[int, str]:
     if isinstance(exc, e.RequestRejected):  # the engine's own status, passed on
         return exc.status, "invalid_request_error" if exc.status < 500 else "not_implemented_error"
@@ -59,6 +68,20 @@ def status_of(exc: e.TextGenError) -> tuple[int, str]:
 
 def envelope(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
     return jsoncodec.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def anthropic_error(status: int, message: str) -> dict[str, str]:
+    """The `error` object of Anthropic's envelope, as its clients read it (vLLM's Messages
+    routes answer in it too)."""
+    return {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}
+
+
+def anthropic_envelope(status: int, message: str) -> bytes:
+    return jsoncodec.dumps({"type": "error", "error": anthropic_error(status, message)})
+
+
+def is_anthropic(request: Request) -> bool:
+    return request.url.path.startswith(_ANTHROPIC_PATHS)
 
 
 def error_body(exc: e.TextGenError) -> bytes:
@@ -84,11 +107,18 @@ def error_headers(exc: e.TextGenError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: e.TextGenError) -> Response:
+def error_response(exc: e.TextGenError, *, anthropic: bool = False) -> Response:
     status, _ = status_of(exc)
-    return Response(
-        error_body(exc), status_code=status, headers=error_headers(exc), media_type="application/json"
-    )
+    body = anthropic_envelope(status, exc.message) if anthropic else error_body(exc)
+    return Response(body, status_code=status, headers=error_headers(exc),
+                    media_type="application/json")
+
+
+def _answer(request: Request, status: int, message: str, type_: str, param: str | None,
+            code: str | None, headers: Mapping[str, str] | None = None) -> Response:
+    body = (anthropic_envelope(status, message) if is_anthropic(request)
+            else envelope(message, type_, param, code))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
@@ -104,21 +134,20 @@ def install(app: FastAPI) -> None:
     """Route every error through the envelope: typed core errors, validation, HTTP errors."""
 
     @app.exception_handler(e.TextGenError)
-    async def _core(_: Request, exc: e.TextGenError) -> Response:
-        return error_response(exc)
+    async def _core(request: Request, exc: e.TextGenError) -> Response:
+        return error_response(exc, anthropic=is_anthropic(request))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         message, param = validation_message(exc)
-        return Response(envelope(message, "invalid_request_error", param, "invalid_value"),
-                        status_code=400, media_type="application/json")
+        return _answer(request, 400, message, "invalid_request_error", param, "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return Response(envelope(str(exc.detail), type_, None, code), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None), media_type="application/json")
+        return _answer(request, exc.status_code, str(exc.detail), type_, None, code,
+                       getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -126,7 +155,5 @@ def install(app: FastAPI) -> None:
         # Starlette's outermost middleware, outside RequestIdMiddleware: it sets the id itself.
         rid = request_id(request)
         log.exception("unhandled error (request %s)", rid)
-        return Response(envelope("The server had an error while processing your request.",
-                                 "server_error", None, "internal_error"),
-                        status_code=500, headers={"X-Request-Id": rid},
-                        media_type="application/json")
+        return _answer(request, 500, "The server had an error while processing your request.",
+                       "server_error", None, "internal_error", {"X-Request-Id": rid})

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from textgen import Generation, InvalidRequest, RequestTooLarge, TextGenError, jsoncodec
 
-from .errors import error_body
+from .errors import anthropic_error, error_body, status_of
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
@@ -92,23 +92,35 @@ async def sse_events(generation: Generation) -> AsyncIterator[bytes]:
     """OpenAI's server-sent events; an error mid-stream is a data event, then [DONE].
 
     The Responses and Messages routes stream typed events instead (`event: <type>` before
-    each data line, no [DONE]); an error mid-stream is their `error` event, whose `error`
-    holds the lab's envelope (Anthropic's shape; OpenAI's clients read its message too).
+    each data line, no [DONE]); an error mid-stream is their `error` event, in the shape each
+    API's clients read (`_error_event`).
     """
     evented = generation.request.evented
     chunks = generation.chunks()
+    last: dict[str, Any] = {}
     try:
         async for chunk in chunks:
+            last = chunk
             yield _typed_event(chunk) if evented else _sse(chunk)
     except TextGenError as exc:
         if evented:
-            yield _typed_event({"type": "error", **jsoncodec.loads(error_body(exc))})
+            yield _typed_event(_error_event(generation.request.endpoint, exc, last))
         else:
             yield b"data: " + error_body(exc) + b"\n\n"
     finally:
         await chunks.aclose()
     if not evented:
         yield _DONE
+
+
+def _error_event(route: str, exc: TextGenError, last: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's `error` event holds its error object; OpenAI's Responses `error` event is
+    flat (`ResponseErrorEvent`: code, message, param) and numbered after the last event."""
+    if route == "messages":
+        return {"type": "error", "error": anthropic_error(status_of(exc)[0], exc.message)}
+    sequence = last.get("sequence_number")
+    return {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param,
+            "sequence_number": sequence + 1 if isinstance(sequence, int) else 0}
 
 
 class _GenerationStream(StreamingResponse):

@@ -28,6 +28,21 @@ def chunk(text: str) -> dict[str, Any]:
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": None}]}
 
 
+# The first events of a Responses and a Messages stream, as vLLM sends them.
+RESPONSE_EVENTS = [
+    {"type": "response.created", "sequence_number": 0,
+     "response": {"id": "resp_fake", "object": "response", "status": "in_progress", "output": []}},
+    {"type": "response.in_progress", "sequence_number": 1,
+     "response": {"id": "resp_fake", "object": "response", "status": "in_progress", "output": []}},
+]
+MESSAGE_EVENTS = [
+    {"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
+                                          "content": [], "model": MODEL,
+                                          "usage": {"input_tokens": 3, "output_tokens": 0}}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+]
+
+
 class FakeFailingEngine:
     """Fails after two chunks of every stream, and every plain request; holds "gate" prompts."""
 
@@ -51,11 +66,15 @@ class FakeFailingEngine:
                 self.running -= 1
         if not request.stream:
             raise GenerationFailed("The engine failed while generating (EngineDeadError).")
-        return EngineReply(chunks=self._chunks())
+        if request.endpoint == "responses":
+            return EngineReply(chunks=self._events(RESPONSE_EVENTS))
+        if request.endpoint == "messages":
+            return EngineReply(chunks=self._events(MESSAGE_EVENTS))
+        return EngineReply(chunks=self._events([chunk("Hello"), chunk(" wor")]))
 
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        yield chunk("Hello")
-        yield chunk(" wor")
+    async def _events(self, events: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        for event in events:
+            yield event
         raise GenerationFailed("The engine failed while generating (EngineDeadError).")
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +122,55 @@ async def test_failure_mid_stream_is_an_error_event_then_done(client) -> None:
     failures = textgen.metrics.registry.get_sample_value(
         "text_generation_errors_total", {"model": MODEL, "error_type": "generation_failed"})
     assert failures == 2  # the stream cut mid-way and the plain request: both counted
+
+
+def typed_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    blocks = [block.splitlines() for block in text.strip().split("\n\n")]
+    return [(lines[0].removeprefix("event: "), json.loads(lines[1].removeprefix("data: ")))
+            for lines in blocks]
+
+
+async def test_failure_mid_stream_of_a_message_is_anthropics_error_event(client) -> None:
+    c, _, _ = client
+    body = {"model": MODEL, "max_tokens": 8, "stream": True,
+            "messages": [{"role": "user", "content": "x"}]}
+    r = await c.post("/v1/messages", json=body)
+    assert r.status_code == 200
+    events = typed_events(r.text)
+    assert [kind for kind, _ in events] == ["message_start", "content_block_start", "error"]
+    assert events[-1][1] == {"type": "error", "error": {
+        "type": "api_error", "message": "The engine failed while generating (EngineDeadError)."}}
+    assert "[DONE]" not in r.text
+
+
+async def test_failure_mid_stream_of_a_response_is_openais_error_event(client) -> None:
+    c, _, _ = client
+    r = await c.post("/v1/responses", json={"model": MODEL, "input": "x", "stream": True})
+    assert r.status_code == 200
+    events = typed_events(r.text)
+    assert [kind for kind, _ in events] == ["response.created", "response.in_progress", "error"]
+    # Flat, as the openai client's ResponseErrorEvent reads it, and numbered after the last.
+    assert events[-1][1] == {"type": "error", "code": "generation_failed", "param": None,
+                             "message": "The engine failed while generating (EngineDeadError).",
+                             "sequence_number": 2}
+
+
+@pytest.mark.parametrize(("body", "status", "type_"), [
+    ({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+     500, "api_error"),  # the engine fails
+    ({"model": "no/such-model", "max_tokens": 8, "messages": []}, 404, "not_found_error"),
+    ([1, 2], 400, "invalid_request_error"),  # not an object
+])
+async def test_messages_errors_are_in_anthropics_envelope(client, body: Any, status: int,
+                                                          type_: str) -> None:
+    c, _, _ = client
+    r = await c.post("/v1/messages", json=body)
+    assert r.status_code == status
+    assert set(r.json()) == {"type", "error"} and r.json()["type"] == "error"
+    assert r.json()["error"]["type"] == type_ and r.json()["error"]["message"]
+    # The same faults elsewhere keep OpenAI's envelope.
+    other = await c.post("/v1/completions", json={"model": "no/such-model", "prompt": "x"})
+    assert set(other.json()["error"]) == {"message", "type", "param", "code"}
 
 
 async def test_engine_at_capacity_answers_503_at_once(client) -> None:

@@ -53,6 +53,25 @@ def test_bad_or_missing_token_is_401(client: TestClient, headers: dict[str, str]
     assert TOKEN not in response.text
 
 
+@pytest.mark.parametrize(("path", "headers", "body", "status", "type_"), [
+    ("/v1/messages", {"x-api-key": "wrong"}, {}, 401, "authentication_error"),
+    ("/v1/messages/count_tokens", {}, {}, 401, "authentication_error"),
+    ("/v1/messages", {"x-api-key": TOKEN}, {"model": "no/such-model", "max_tokens": 4,
+                                            "messages": []}, 404, "not_found_error"),
+    ("/v1/messages", {"x-api-key": TOKEN}, {"max_tokens": 4}, 400, "invalid_request_error"),
+    ("/v1/messages", {"x-api-key": TOKEN}, {"model": LOCAL, "max_tokens": 4, "messages": []},
+     503, "overloaded_error"),  # not loaded
+])
+def test_messages_routes_answer_in_anthropics_envelope(client: TestClient, path: str,
+                                                       headers: dict[str, str], body: dict,
+                                                       status: int, type_: str) -> None:
+    response = client.post(path, headers=headers, json=body)
+    assert response.status_code == status, response.text
+    assert response.json() == {"type": "error", "error": {"type": type_,
+                                                          "message": response.json()["error"]["message"]}}
+    assert response.json()["error"]["message"] and TOKEN not in response.text
+
+
 def test_both_tokens_are_accepted(client: TestClient) -> None:
     assert client.get("/v1/models", headers=AUTH).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": "Bearer other-token"}).status_code == 200

@@ -8,6 +8,7 @@ same flags as the session's lab (float32, no prefix cache), so greedy answers ag
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -107,7 +108,8 @@ async def test_a_streamed_message_sends_anthropics_events(target: tuple[str, str
 
 
 async def test_a_stateless_response_is_cached_and_a_stored_one_is_not(lab: LabServer) -> None:
-    body = {**RESPONSE, "input": f"{ASK} (cache)"}
+    # A new input each run: a cache left by an earlier run (a reused REDIS_URL) would answer HIT.
+    body = {**RESPONSE, "input": f"{ASK} (cache {uuid.uuid4().hex[:8]})"}
     async with httpx.AsyncClient(base_url=lab.base_url, timeout=300,
                                  headers={"Authorization": f"Bearer {lab.token}"}) as client:
         first = await client.post("/v1/responses", json={**body, "store": False})
@@ -139,6 +141,14 @@ async def test_bad_requests_get_vllms_status(target: tuple[str, str], vllm: Vllm
         theirs = await client.post(f"{vllm.url}{path}", json=body)
     assert ours.status_code == theirs.status_code, (ours.text, theirs.text)
     assert 400 <= ours.status_code < 500 and ours.json()["error"]["message"]
+    if path == "/v1/messages":
+        # Anthropic's envelope, whatever refused it (vLLM's own answers in it where its
+        # serving class refuses; its request validation answers in OpenAI's).
+        assert ours.json()["type"] == "error" and set(ours.json()["error"]) == {"type", "message"}
+        if theirs.json().get("type") == "error":
+            assert set(theirs.json()["error"]) == set(ours.json()["error"])
+    else:
+        assert set(ours.json()["error"]) == {"message", "type", "param", "code"}
 
 
 async def test_a_stored_response_is_retrieved_by_its_id(target: tuple[str, str]) -> None:
