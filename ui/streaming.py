@@ -13,7 +13,7 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -339,19 +339,23 @@ def buttons(running: bool) -> tuple[gr.Button, gr.Button]:
 
 
 class ButtonsShown:
-    """The (start, Stop) updates a streaming handler sends: only when running changes.
+    """The button updates a streaming handler sends: only when running changes.
 
     Resent with every redraw (ten a second), the buttons were updated under the pointer of
-    someone clicking Stop; sent once each way, a redraw carries only what changed."""
+    someone clicking Stop; sent once each way, a redraw carries only what changed. `make`
+    gives a view's updates for a running state (default: `buttons`, the (start, Stop) pair),
+    `unchanged` what a redraw sends instead when the state is as shown."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[bool], Any] = buttons, unchanged: Any = None) -> None:
+        self._make = make
+        self._unchanged = (gr.skip(), gr.skip()) if unchanged is None else unchanged
         self._running: bool | None = None
 
-    def update(self, running: bool) -> tuple[Any, Any]:
+    def update(self, running: bool) -> Any:
         if running == self._running:
-            return gr.skip(), gr.skip()
+            return self._unchanged
         self._running = running
-        return buttons(running)
+        return self._make(running)
 
 
 def session_of(request: gr.Request | None) -> str:

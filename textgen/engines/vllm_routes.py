@@ -64,20 +64,16 @@ def serving_for(state: Any, route: Route) -> Serving | None:
 
 def token_serving(state: Any, path: str) -> Serving:
     """`/tokenize`, `/detokenize` (every model) or `/v1/messages/count_tokens` (generators)."""
-    from pydantic import TypeAdapter
-    from vllm.entrypoints.anthropic.protocol import AnthropicCountTokensRequest
-    from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
-
     if path == "/v1/messages/count_tokens":
         messages = getattr(state, "anthropic_serving_messages", None)
         if messages is None:
             raise rejection(404, f"This model does not serve {path} (it is a {runner(state)} "
                                  "model).", "model")
-        return Serving(TypeAdapter(AnthropicCountTokensRequest), messages.count_tokens)
+        return Serving(_token_schema(path), messages.count_tokens)
     tokenization = state.serving_tokenization
     if path == "/tokenize":
-        return Serving(TypeAdapter(TokenizeRequest), tokenization.create_tokenize)
-    return Serving(TypeAdapter(DetokenizeRequest), tokenization.create_detokenize)
+        return Serving(_token_schema(path), tokenization.create_tokenize)
+    return Serving(_token_schema(path), tokenization.create_detokenize)
 
 
 def runner(state: Any) -> str:
@@ -103,6 +99,17 @@ def _schema(route: Route) -> Any:
         "embeddings": EmbeddingRequest, "pooling": PoolingRequest, "score": ScoreRequest,
         "rerank": RerankRequest, "classify": ClassificationRequest,
     }[route])
+
+
+@functools.cache
+def _token_schema(path: str) -> Any:
+    # Built once per path: a TypeAdapter compiles its schema, milliseconds per request.
+    from pydantic import TypeAdapter
+    from vllm.entrypoints.anthropic.protocol import AnthropicCountTokensRequest
+    from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
+
+    return TypeAdapter({"/v1/messages/count_tokens": AnthropicCountTokensRequest,
+                        "/tokenize": TokenizeRequest, "/detokenize": DetokenizeRequest}[path])
 
 
 def response_object(request: OpenAIRequest, result: Any) -> dict[str, Any]:

@@ -20,7 +20,14 @@ from textgen import TextGen
 
 from .. import conversation, downloads, forms
 from ..alerts import user_error
-from ..streaming import Run, StopButtons, follow, readiness_problem, session_of
+from ..streaming import (
+    ButtonsShown,
+    Run,
+    StopButtons,
+    follow,
+    readiness_problem,
+    session_of,
+)
 from . import replies
 from .controls import Controls
 from .replies import ReplyViews
@@ -146,15 +153,13 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         # The message box is emptied once, as the message moves into the conversation: what
         # the user types meanwhile (the next message) stays.
         taken: dict[Any, Any] = {view.message: ""} if took_message else {}
-        shown: bool | None = None  # the buttons' running state on the page (sent on change)
+        shown = ButtonsShown(buttons, unchanged={})
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([run], stop_event):
                 choice = run.choices[0]
                 partial = conversation.assistant_turn(choice.text, choice.tool_calls)
-                changed = buttons(running=not run.finished) if shown != (not run.finished) else {}
-                shown = not run.finished
                 yield {view.chatbot: conversation.display(turns, partial), **taken,
-                       **replies.live(views, run), **changed}
+                       **replies.live(views, run), **shown.update(running=not run.finished)}
                 taken = {}
         choice = run.choices[0]
         if run.state == "error" and not choice.text and not choice.tool_calls:

@@ -1,0 +1,25 @@
+"""ButtonsShown: a streaming handler sends button updates only when running changes."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui.streaming import ButtonsShown
+
+
+def test_the_pair_is_sent_once_each_way() -> None:
+    shown = ButtonsShown()
+    start, stop = shown.update(running=True)
+    assert (start.interactive, stop.interactive) == (False, True)
+    skip = shown.update(running=True)
+    assert skip == (gr.skip(), gr.skip())
+    start, stop = shown.update(running=False)
+    assert (start.interactive, stop.interactive) == (True, False)
+    assert shown.update(running=False) == (gr.skip(), gr.skip())
+
+
+def test_a_view_of_its_own_sends_its_own_updates() -> None:
+    shown = ButtonsShown(lambda running: {"send": not running}, unchanged={})
+    assert shown.update(running=True) == {"send": False}
+    assert shown.update(running=True) == {}
+    assert shown.update(running=False) == {"send": True}
