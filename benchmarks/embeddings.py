@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results import write_section  # noqa: E402
 from benchmarks.vllm_bench_parity import TOKEN, free_port, started  # noqa: E402
 from textgen import EMBEDDING_MODEL, Settings, embedded  # noqa: E402
+from textgen.engines.vllm_local import VllmOptions, serve_argv  # noqa: E402
 
 SECTION = "## Embeddings: the lab against vLLM's server, and a cache hit"
 FLAGS = ("--runner", "pooling", "--convert", "embed")
@@ -94,9 +95,15 @@ def main() -> None:
     folder = embedded.prepare(EMBEDDING_MODEL, Settings().MODEL_CACHE_DIR)
     vllm_port, lab_port = free_port(), free_port()
     vllm_url, lab_url = f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{lab_port}"
-    server = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-              "--served-model-name", EMBEDDING_MODEL, "--port", str(vllm_port), "--dtype",
-              "float32", "--enforce-eager", "--max-model-len", "2048", *FLAGS]
+    # The server gets the very flags the lab gives its engine (engines/vllm_local.serve_argv:
+    # --max-num-batched-tokens among them) and the same KV cache space: the engines compared
+    # are the same, what differs is what serves them.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    options = VllmOptions(dtype="float32", max_model_len=2048, enforce_eager=True,
+                          serve_args=FLAGS)
+    server = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--port",
+              str(vllm_port), *serve_argv(EMBEDDING_MODEL, folder, options)]
+    server_env = {"VLLM_CPU_KVCACHE_SPACE": str(Settings().VLLM_CPU_KVCACHE_SPACE)}
     lab = [str(Path(sys.executable).with_name("textgen")), "serve"]
     lab_env = {"API_PORT": str(lab_port), "METRICS_PORT": "0", "VLLM_ENDPOINT": "",
                "API_TOKEN": TOKEN, "MODEL": EMBEDDING_MODEL, "DTYPE": "float32",
@@ -104,7 +111,7 @@ def main() -> None:
                "RATE_LIMITS": json.dumps({EMBEDDING_MODEL: 0}), "REDIS_URL": "",
                "VLLM_SERVE_ARGS": json.dumps({EMBEDDING_MODEL: " ".join(FLAGS)})}
     rates: dict[str, list[float]] = {SERVER: [], LAB: []}
-    with started(server, {}, f"{vllm_url}/v1/models", "vllm-embed"), \
+    with started(server, server_env, f"{vllm_url}/v1/models", "vllm-embed"), \
             started(lab, lab_env, f"{lab_url}/ready", "lab-embed"):
         targets = {SERVER: vllm_url, LAB: lab_url}
         for url in targets.values():  # warm-up, not counted
@@ -126,7 +133,8 @@ def main() -> None:
         f"`python benchmarks/embeddings.py --write`, {datetime.date.today()}, {os.cpu_count()} "
         f"cores ({platform.machine()}), load average {os.getloadavg()[0]:.1f} at the end. vLLM's "
         "server and a `textgen serve` lab on the embedded SmolLM2 as an embedding model "
-        "(`--runner pooling --convert embed`, float32, eager), both up together; "
+        "(`--runner pooling --convert embed`, float32, eager; the server with the flags the "
+        "lab gives its engine), both up together; "
         f"{args.requests} `/v1/embeddings` requests of {args.texts} distinct ~40-token texts "
         f"at concurrency {args.concurrency}, the lab's cache bypassed, alternating, "
         f"{args.rounds} rounds; medians.", "",

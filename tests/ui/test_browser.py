@@ -584,7 +584,13 @@ def test_completion_streams_and_shows_its_figures(page: Any) -> None:
     assert page.input_value("#pg-output textarea") == text
 
 
-def test_stop_aborts_a_long_generation(page: Any) -> None:
+def stop_log(lab: Any) -> str:
+    """The lab's log of Stop: when each page's generation was armed and ended, each press."""
+    lines = Path(lab.log).read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if "ui.streaming" in line)[-3000:]
+
+
+def test_stop_aborts_a_long_generation(page: Any, lab: Any) -> None:
     completion_mode(page)
     endless(page)
     page.fill("#pg-prompt textarea", "1, 2, 3, 4, 5, 6, 7, 8,")
@@ -594,7 +600,9 @@ def test_stop_aborts_a_long_generation(page: Any) -> None:
     wait(page, "() => document.querySelector('#pg-output textarea').value.trim().length >= 10")
     assert not page.locator("#pg-stop").is_disabled(), figures(page, "#pg-figures")
     page.click("#pg-stop")
-    assert wait_status(page, "#pg-figures", "stopped", "done", "error").startswith("stopped")
+    status = wait_status(page, "#pg-figures", "stopped", "done", "error")
+    # A failure says where the press landed: before, during or after the page's generation.
+    assert status.startswith("stopped"), (status, stop_log(lab))
     wait(page, "() => !document.querySelector('#pg-generate').disabled")
     stopped_at = page.input_value("#pg-output textarea")
     assert len(stopped_at.strip()) >= 10  # what came before Stop stays
