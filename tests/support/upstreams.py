@@ -219,6 +219,9 @@ class FakeUpstream:
               is answered
     error<N>  HTTP N with vLLM's error body (error400 names `max_tokens` as the param)
 
+    `/v1/responses` is answered too (plain, or as typed events), kept in a store of this
+    server's own (`stored`) unless `store` is false, as vLLM's server does.
+
     Like `vllm serve --api-key`, with `api_key` it answers 401 to /v1 requests without
     `Authorization: Bearer <api_key>`. With `ssl` it speaks TLS. `/metrics` answers vLLM's
     load gauges from `waiting` and `running` (and `metrics_status`, 200 by default).
@@ -259,6 +262,7 @@ class FakeUpstream:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.answers: list[Any] = []
+        self.stored: set[str] = set()  # the Responses this server keeps (vLLM's store)
         self.disconnects = 0
         self.dropped = 0
         self.disconnected = asyncio.Event()
@@ -366,6 +370,8 @@ class FakeUpstream:
             status = int(self.mode[5:])
             return await self._error(writer, status, f"fake upstream error {status}",
                                      "max_tokens" if status == 400 else None)
+        if path == "/v1/responses":
+            return await self._responses(request, writer)
         stream = bool(request.get("stream"))
         if request.get("stream_options") and not stream:  # vLLM's request validation
             return await self._error(
@@ -424,6 +430,39 @@ class FakeUpstream:
         except ConnectionError:
             self._client_left()
             return False
+        return True
+
+    async def _responses(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        """OpenAI's Responses as vLLM's server answers it, with its per-server store: a
+        `previous_response_id` this server did not make is a 404."""
+        previous = request.get("previous_response_id")
+        if previous is not None and previous not in self.stored:
+            return await self._error(writer, 404, f"Response with id '{previous}' not found.",
+                                     "previous_response_id")
+        response = {"id": f"resp_{self.port}_{len(self.answers)}", "object": "response",
+                    "created_at": 1700000000, "model": request["model"], "status": "completed",
+                    "previous_response_id": previous,
+                    "output": [{"type": "message", "role": "assistant", "status": "completed",
+                                "content": [{"type": "output_text", "text": self.reply}]}],
+                    "usage": {"input_tokens": 4, "output_tokens": len(self.reply.split()),
+                              "total_tokens": 4 + len(self.reply.split())}}
+        self.answers.append(response)
+        if request.get("store", True):
+            self.stored.add(response["id"])
+        if not request.get("stream"):
+            return await self._json(writer, 200, response)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        events = [{"type": "response.created", "sequence_number": 0,
+                   "response": {**response, "status": "in_progress", "output": []}},
+                  {"type": "response.output_text.delta", "sequence_number": 1,
+                   "item_id": "msg_fake", "output_index": 0, "content_index": 0,
+                   "delta": self.reply},
+                  {"type": "response.completed", "sequence_number": 2, "response": response}]
+        for event in events:
+            await _chunk(writer, b"event: " + event["type"].encode() + b"\ndata: "
+                         + orjson.dumps(event) + b"\n\n")
+        await _chunk(writer, b"")
         return True
 
     async def _wait(self, reader: asyncio.StreamReader, seconds: float | None = None, *,

@@ -169,6 +169,41 @@ async def test_a_replica_that_refuses_connections_is_skipped_without_a_failed_re
                 await c.stop()
 
 
+def response_request(previous: str | None = None, **body: Any) -> OpenAIRequest:
+    return OpenAIRequest("responses", {"model": MODEL, "input": "Hi",
+                                       "previous_response_id": previous, **body},
+                         read_cache=False, write_cache=False)
+
+
+async def test_a_stored_response_is_continued_on_the_replica_that_keeps_it() -> None:
+    # Round robin would send each request to the next replica, where vLLM's per-server
+    # store has no such response (a 404).
+    async with fakes(3) as servers, textgen(*(f.url for f in servers),
+                                            REMOTE_ROUTING_POLICY="round_robin") as tg:
+        previous = (await tg.complete(response_request()))["id"]
+        home = next(f for f in servers if previous in f.stored)
+        for turn in range(6):
+            if turn % 2:  # streamed: the first event names the response
+                stream = await tg.open(response_request(previous, stream=True))
+                events = [event async for event in stream.chunks()]
+                previous = events[-1]["response"]["id"]
+            else:
+                previous = (await tg.complete(response_request(previous)))["id"]
+            assert previous in home.stored
+        continued = [(i, b["previous_response_id"]) for i, f in enumerate(servers)
+                     for b in f.bodies if b.get("previous_response_id")]
+        assert len(continued) == 6 and {i for i, _ in continued} == {servers.index(home)}
+        # A request that continues nothing is routed as any other.
+        for _ in range(3):
+            await tg.complete(response_request())
+        assert all(f.bodies for f in servers if f is not home)
+        # The keeper gone, its responses cannot be continued elsewhere: a 503 that says why.
+        await home.stop()
+        with pytest.raises(BackendDown, match="stored the response"):
+            for _ in range(3):  # until the lab has seen it down
+                await tg.complete(response_request(previous))
+
+
 async def test_every_replica_down_is_a_fast_503() -> None:
     ports = [free_port(), free_port()]
     servers = [await FakeUpstream(port=p).start() for p in ports]

@@ -10,11 +10,18 @@ may have started a generation there.
 When no replica is up but some are only ejected (they answered a 5xx, a probe is pending),
 those are used rather than refusing: with one server, an occasional 500 must not turn into
 503s until the next probe.
+
+A Responses request that continues a stored response (`previous_response_id`) goes to the
+replica whose vLLM store keeps it, whatever the router would pick: vLLM's store is per
+server, and any other replica answers 404. The set remembers which replica made each
+response it passed on (the latest `STORED_RESPONSES_KEPT`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..errors import BackendDown, TextGenError
@@ -28,6 +35,10 @@ from .remote_errors import RequestNotSent
 __all__ = ["ReplicaInfo", "ReplicaSet"]
 
 T = TypeVar("T")
+
+# Response ids remembered per model, with the replica that made each: enough for the
+# conversations a lab holds open, bounded so a long-running lab does not grow.
+STORED_RESPONSES_KEPT = 10_000
 
 
 class ReplicaSet:
@@ -46,6 +57,8 @@ class ReplicaSet:
         self.lora: tuple[str, str | None] | None = None
         # Told of each request sent a second time (metrics).
         self.on_retry: Callable[[RemoteServer, RequestNotSent], None] | None = None
+        # Response id -> the replica that made it (and whose store keeps it), oldest first.
+        self._made_by: OrderedDict[str, RemoteServer] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"ReplicaSet({self.model!r}, {[r.url for r in self.replicas]})"
@@ -85,7 +98,70 @@ class ReplicaSet:
     # --- the Engine interface -------------------------------------------------------------
 
     async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
-        return await self._send(request, lambda server: server.send(request, request_id))
+        if request.endpoint != "responses":
+            return await self._send(request, lambda server: server.send(request, request_id))
+        holder = self._holder(request.body.get("previous_response_id"))
+        made_by: list[RemoteServer] = []
+
+        async def send(server: RemoteServer) -> EngineReply:
+            made_by[:] = [server]
+            return await server.send(request, request_id)
+
+        reply = await (self._send_to(holder, send, request) if holder is not None
+                       else self._send(request, send))
+        if reply.response is not None:
+            self._remember(reply.response, made_by[0])
+            return reply
+        assert reply.chunks is not None
+        return EngineReply(chunks=self._remembering(reply.chunks, made_by[0]))
+
+    def _holder(self, response_id: Any) -> RemoteServer | None:
+        """The replica that made `response_id`, when this set passed it on."""
+        if not isinstance(response_id, str) or response_id not in self._made_by:
+            return None
+        server = self._made_by[response_id]
+        if server not in self.replicas or server.state == "down":
+            raise self._holder_down(response_id, server.last_error)
+        return server
+
+    def _holder_down(self, response_id: str, reason: str | None) -> BackendDown:
+        return BackendDown(f"The replica of the model '{self.model}' that stored the response "
+                           f"'{response_id}' is down: {reason or 'it does not answer'}")
+
+    async def _send_to(self, server: RemoteServer, call: Callable[[RemoteServer], Awaitable[T]],
+                       request: OpenAIRequest) -> T:
+        """`call` on the one replica that can answer; once more on a new connection if a
+        kept-alive one was closed under it (nowhere else: no other replica can answer)."""
+        try:
+            return await call(server)
+        except RequestNotSent as first:
+            failed = first
+            if first.stale:
+                try:
+                    return await call(server)
+                except RequestNotSent as second:
+                    failed = second
+        raise self._holder_down(request.body["previous_response_id"],
+                                failed.error.message) from failed
+
+    def _remember(self, response: dict[str, Any], server: RemoteServer) -> None:
+        response_id = response.get("id")
+        if isinstance(response_id, str):
+            self._made_by[response_id] = server
+            self._made_by.move_to_end(response_id)
+            while len(self._made_by) > STORED_RESPONSES_KEPT:
+                self._made_by.popitem(last=False)
+
+    async def _remembering(self, chunks: AsyncIterator[dict[str, Any]],
+                           server: RemoteServer) -> AsyncIterator[dict[str, Any]]:
+        # The first event (response.created) names the response.
+        remembered = False
+        async with contextlib.aclosing(chunks):
+            async for event in chunks:
+                if not remembered and isinstance(event.get("response"), dict):
+                    self._remember(event["response"], server)
+                    remembered = True
+                yield event
 
     async def tokenize(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._send(None, lambda server: server.tokenize(path, body))
