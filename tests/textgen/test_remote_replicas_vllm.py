@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.upstreams import VllmServer, free_port, remote_textgen
@@ -167,6 +168,27 @@ async def test_a_dns_name_with_several_addresses_is_expanded_into_replicas(
         await asyncio.gather(*(tg.complete(completion(f"Hello {i}", 4)) for i in range(2)))
         after = await counters(servers, "vllm:request_success_total")
         assert [a - b for a, b in zip(after, before, strict=True)] == [0, 1, 1]
+
+
+async def test_a_conversation_of_stored_responses_stays_on_the_replica_that_keeps_it(
+    servers: list[VllmServer],
+) -> None:
+    # Round robin sends each new request to the next server; vLLM's store is per server.
+    async with lab(*(s.url for s in servers), REMOTE_ROUTING_POLICY="round_robin") as tg:
+        previous = None
+        for turn in range(4):
+            body = {"model": MODEL, "input": f"Say a word ({turn}).", "max_output_tokens": 4,
+                    "temperature": 0, "previous_response_id": previous}
+            response = await tg.complete(OpenAIRequest("responses", body, read_cache=False,
+                                                       write_cache=False))
+            assert response["status"] in ("completed", "incomplete") and response["output"]
+            previous = response["id"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        kept = [(await client.get(f"{s.url}/v1/responses/{previous}")).status_code
+                for s in servers]
+    # Each turn continued the last (a 404 anywhere else would have failed it): the whole
+    # conversation was made on one server, whose store alone keeps it.
+    assert sorted(kept) == [200, 404, 404], kept
 
 
 async def test_a_replica_killed_during_a_run_fails_no_request_and_comes_back(
