@@ -20,7 +20,7 @@ BODIES = {
     "/v1/completions": "CompletionRequest", "/v1/chat/completions": "ChatCompletionRequest",
     "/v1/responses": "ResponsesRequest", "/v1/messages": "AnthropicMessagesRequest",
     "/v1/embeddings": "EmbeddingRequest", "/pooling": "PoolingRequest", "/score": "ScoreRequest",
-    "/rerank": "RerankRequest",
+    "/rerank": "RerankRequest", "/v2/embed": "CohereEmbedRequest",
 }
 
 

@@ -23,14 +23,15 @@ def schemas() -> dict[str, dict]:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
     from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
-    from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
+    from vllm.entrypoints.pooling.embed.protocol import CohereEmbedRequest, EmbeddingRequest
     from vllm.entrypoints.pooling.pooling.protocol import PoolingRequest
     from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
 
     types = {"CompletionRequest": CompletionRequest, "ChatCompletionRequest": ChatCompletionRequest,
              "ResponsesRequest": ResponsesRequest, "AnthropicMessagesRequest": AnthropicMessagesRequest,
              "EmbeddingRequest": EmbeddingRequest, "PoolingRequest": PoolingRequest,
-             "ScoreRequest": ScoreRequest, "RerankRequest": RerankRequest}
+             "ScoreRequest": ScoreRequest, "RerankRequest": RerankRequest,
+             "CohereEmbedRequest": CohereEmbedRequest}
     return {name: TypeAdapter(schema).json_schema() for name, schema in types.items()}
 
 

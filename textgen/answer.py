@@ -63,7 +63,14 @@ class Answer:
 
 def usage_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     usage = obj.get("usage")
-    return usage if isinstance(usage, dict) else None
+    if isinstance(usage, dict):
+        return usage
+    # Cohere's embed answer has none; it bills its input: meta.billed_units.input_tokens.
+    meta = obj.get("meta")
+    billed = meta.get("billed_units") if isinstance(meta, dict) else None
+    if isinstance(billed, dict):
+        return {"input_tokens": billed.get("input_tokens") or 0}
+    return None
 
 
 def token_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
@@ -101,7 +108,7 @@ def renamed(obj: dict[str, Any], answer_id: str, created: int) -> dict[str, Any]
 # The prefixes of vLLM's answer ids, by route.
 _ID_PREFIX: dict[Route, str] = {
     "completions": "cmpl-", "chat": "chatcmpl-", "responses": "resp_", "messages": "msg_",
-    "embeddings": "embd-", "pooling": "pooling-",
+    "embeddings": "embd-", "cohere_embed": "embd-", "pooling": "pooling-",
     "score": "score-", "rerank": "score-", "classify": "classify-",
 }
 

@@ -16,16 +16,18 @@ from .errors import InvalidRequest
 # Which of vLLM's routes a request is for (not a server address: engines/endpoint.py): the two
 # that generate text, and those a pooling model answers (embeddings, scores, classes).
 Route = Literal["completions", "chat", "responses", "messages",
-                "embeddings", "pooling", "score", "rerank", "classify"]
+                "embeddings", "cohere_embed", "pooling", "score", "rerank", "classify"]
 PATHS: dict[Route, str] = {
     "completions": "/v1/completions", "chat": "/v1/chat/completions",
     "responses": "/v1/responses", "messages": "/v1/messages",
-    "embeddings": "/v1/embeddings", "pooling": "/pooling", "score": "/score",
+    "embeddings": "/v1/embeddings", "cohere_embed": "/v2/embed", "pooling": "/pooling",
+    "score": "/score",
     "rerank": "/rerank", "classify": "/classify",
 }
 # A pooling model's answer is one response, computed in one pass and the same every time: never
 # streamed, never sampled.
-POOLING_ROUTES: frozenset[Route] = frozenset({"embeddings", "pooling", "score", "rerank", "classify"})
+POOLING_ROUTES: frozenset[Route] = frozenset({"embeddings", "cohere_embed", "pooling", "score",
+                                              "rerank", "classify"})
 # OpenAI's Responses and Anthropic's Messages stream typed events (`event:` lines, no [DONE]),
 # not chunks of choices: a streamed answer and a plain one are not turned into each other.
 EVENT_ROUTES: frozenset[Route] = frozenset({"responses", "messages"})

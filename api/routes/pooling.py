@@ -1,5 +1,6 @@
 """vLLM's pooling routes, for models it serves as pooling models (`--runner pooling`):
-embeddings, pooling, score, rerank and classify, under the paths and aliases vLLM's server has.
+embeddings (OpenAI's and Cohere's), pooling, score, rerank and classify, under the paths and
+aliases vLLM's server has.
 
 The body goes to the model's engine as sent, through the same door as a completion: the cache
 (an embedding is the same every time, so every answer is kept), the limits, single flight,
@@ -21,6 +22,11 @@ router = APIRouter(tags=["pooling"])
 @router.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
 async def create_embeddings(request: Request, textgen: AuthorizedTextGenDep) -> Response:
     return await respond(request, textgen, "embeddings")
+
+
+@router.post("/v2/embed", summary="Create embeddings (Cohere's v2 embed API, vLLM's)")
+async def create_cohere_embeddings(request: Request, textgen: AuthorizedTextGenDep) -> Response:
+    return await respond(request, textgen, "cohere_embed")
 
 
 @router.post("/pooling", summary="Pool hidden states (vLLM's extension)")

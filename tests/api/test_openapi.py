@@ -28,7 +28,8 @@ def test_the_document_resolves_and_names_the_bodies() -> None:
         document = client.get("/openapi.json").json()
     components = document["components"]["schemas"]
     assert set(BODIES) >= {"/v1/completions", "/v1/chat/completions", "/v1/responses",
-                           "/v1/messages", "/v1/embeddings", "/pooling", "/score", "/rerank"}
+                           "/v1/messages", "/v1/embeddings", "/v2/embed", "/pooling", "/score",
+                           "/rerank"}
     for path, name in BODIES.items():
         body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         assert body["schema"]["$ref"] == f"#/components/schemas/{name}"

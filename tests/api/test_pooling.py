@@ -1,6 +1,6 @@
-"""vLLM's pooling routes through the lab: embeddings, pooling, score and rerank of the embedded
-SmolLM2 served as an embedding model, in-process and in front of vLLM's own server, answered
-as that server answers (ids and times aside), cached by the model's weights.
+"""vLLM's pooling routes through the lab: embeddings (OpenAI's and Cohere's), pooling, score and
+rerank of the embedded SmolLM2 served as an embedding model, in-process and in front of vLLM's
+own server, answered as that server answers (ids and times aside), cached by the model's weights.
 
 The oracle is vLLM's server on the same folder with the same flags (`--runner pooling
 --convert embed`, float32): the lab's in-process engine must give the same vectors and scores,
@@ -113,6 +113,7 @@ def without_own(answer: dict[str, Any]) -> dict[str, Any]:
     ("/v1/score", {"text_1": TEXTS[0], "text_2": TEXTS[1]}),
     ("/rerank", {"query": TEXTS[0], "documents": TEXTS[1:]}),
     ("/v2/rerank", {"query": TEXTS[0], "documents": TEXTS[1:], "top_n": 1}),
+    ("/v2/embed", {"texts": TEXTS, "embedding_types": ["float", "base64"]}),  # Cohere's
 ])
 async def test_answers_are_vllms_own(pooled: httpx.AsyncClient, oracle: VllmServer, path: str,
                                      body: dict[str, Any]) -> None:
@@ -161,6 +162,8 @@ async def test_an_embedding_is_cached_and_a_hit_returns_the_same_vectors(
     ("/v1/embeddings", {"input": TEXTS[0], "encoding_format": "yaml"}),
     ("/score", {"text_1": TEXTS[0]}),
     ("/rerank", {"documents": TEXTS}),  # no query
+    ("/v2/embed", {"texts": TEXTS, "images": ["x"]}),  # both texts and images
+    ("/v2/embed", {"texts": TEXTS, "input_type": "search_query"}),  # no prefixes for this model
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
     ("/v1/completions", {"prompt": "hi"}),
 ])
@@ -182,6 +185,19 @@ def test_a_generator_does_not_serve_embeddings(lab: LabServer) -> None:
     assert response.status_code == 404, response.text
     error = response.json()["error"]
     assert error["param"] == "model" and "does not serve /v1/embeddings" in error["message"]
+
+
+async def test_cohere_embed_is_cached_and_its_billed_tokens_counted(
+        pooled: httpx.AsyncClient) -> None:
+    body = {"texts": [f"cohere {pooled.base_url}", "a second text"], "embedding_types": ["float"]}
+    first = await ask(pooled, "/v2/embed", body)
+    again = await ask(pooled, "/v2/embed", body)
+    assert (first.status_code, again.status_code) == (200, 200), first.text
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
+    assert again.json()["embeddings"] == first.json()["embeddings"]
+    assert len(first.json()["embeddings"]["float"]) == 2
+    billed = first.json()["meta"]["billed_units"]["input_tokens"]
+    assert billed > 0 and again.json()["meta"]["billed_units"]["input_tokens"] == billed
 
 
 async def test_the_model_card_says_it_is_a_pooling_model(local: httpx.AsyncClient) -> None:

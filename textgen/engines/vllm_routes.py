@@ -27,6 +27,7 @@ _SERVING: dict[Route, tuple[str, str | None]] = {
     "responses": ("openai_serving_responses", "create_responses"),
     "messages": ("anthropic_serving_messages", "create_messages"),
     "embeddings": ("serving_embedding", None),  # pooling serving objects are called
+    "cohere_embed": ("serving_embedding", None),  # the same object reads Cohere's body too
     "pooling": ("serving_pooling", None),
     "score": ("serving_scores", None),
     "rerank": ("serving_scores", None),
@@ -89,14 +90,15 @@ def _schema(route: Route) -> Any:
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
     from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
     from vllm.entrypoints.pooling.classify.protocol import ClassificationRequest
-    from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
+    from vllm.entrypoints.pooling.embed.protocol import CohereEmbedRequest, EmbeddingRequest
     from vllm.entrypoints.pooling.pooling.protocol import PoolingRequest
     from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
 
     return TypeAdapter({
         "completions": CompletionRequest, "chat": ChatCompletionRequest,
         "responses": ResponsesRequest, "messages": AnthropicMessagesRequest,
-        "embeddings": EmbeddingRequest, "pooling": PoolingRequest, "score": ScoreRequest,
+        "embeddings": EmbeddingRequest, "cohere_embed": CohereEmbedRequest,
+        "pooling": PoolingRequest, "score": ScoreRequest,
         "rerank": RerankRequest, "classify": ClassificationRequest,
     }[route])
 
