@@ -53,7 +53,8 @@ STATUS: dict[type[e.TextGenError], tuple[int, str]] = {
 # Anthropic's error types by status (its docs' "HTTP errors"); what is not listed is an api_error.
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+                    429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error",
+                    529: "overloaded_error"}
 _ANTHROPIC_PATHS = "/v1/messages"  # and /v1/messages/count_tokens
 
 

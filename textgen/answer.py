@@ -65,11 +65,12 @@ def usage_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     usage = obj.get("usage")
     if isinstance(usage, dict):
         return usage
-    # Cohere's embed answer has none; it bills its input: meta.billed_units.input_tokens.
+    # Cohere's embed answer has none; it bills its input: meta.billed_units, whose text and
+    # image tokens are counted apart (vLLM bills a request with any image all as image tokens).
     meta = obj.get("meta")
     billed = meta.get("billed_units") if isinstance(meta, dict) else None
     if isinstance(billed, dict):
-        return {"input_tokens": billed.get("input_tokens") or 0}
+        return {"input_tokens": (billed.get("input_tokens") or 0) + (billed.get("image_tokens") or 0)}
     return None
 
 

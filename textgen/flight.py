@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import events
-from .answer import FINISHED, Answer, finish_reasons, is_usage_chunk, merge_chunks, split_response
+from .answer import (
+    FINISHED,
+    Answer,
+    finish_reasons,
+    is_usage_chunk,
+    merge_chunks,
+    split_response,
+    usage_of,
+)
 from .engines import EngineReply
 from .request import EVENT_ROUTES, POOLING_ROUTES, Route
 
@@ -125,7 +133,7 @@ class Flight:
     @property
     def usage(self) -> dict[str, Any] | None:
         if self.response is not None:
-            return self.response.get("usage")
+            return usage_of(self.response)
         if self.endpoint in EVENT_ROUTES:
             usage = None
             for event in self.chunks:

@@ -438,7 +438,7 @@ class FakeUpstream:
         previous = request.get("previous_response_id")
         if previous is not None and previous not in self.stored:
             return await self._error(writer, 404, f"Response with id '{previous}' not found.",
-                                     "previous_response_id")
+                                     "response_id")  # vLLM's param
         response = {"id": f"resp_{self.port}_{len(self.answers)}", "object": "response",
                     "created_at": 1700000000, "model": request["model"], "status": "completed",
                     "previous_response_id": previous,

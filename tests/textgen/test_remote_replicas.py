@@ -29,6 +29,7 @@ from textgen import (
     TextGen,
 )
 from textgen.engines.replicas import ReplicaSet
+from textgen.errors import ResponseNotFound
 
 MODEL = "fake/tiny-7b"
 
@@ -197,11 +198,42 @@ async def test_a_stored_response_is_continued_on_the_replica_that_keeps_it() -> 
         for _ in range(3):
             await tg.complete(response_request())
         assert all(f.bodies for f in servers if f is not home)
-        # The keeper gone, its responses cannot be continued elsewhere: a 503 that says why.
+        # Stateless responses are kept nowhere: not remembered either.
+        stateless = (await tg.complete(response_request(store=False)))["id"]
+        assert previous in replica_set(tg)._made_by and stateless not in replica_set(tg)._made_by
+        # The keeper gone, its responses cannot be continued elsewhere: a 503 that says why,
+        # first from the refused connection, then at once (known down, nothing is sent).
         await home.stop()
         with pytest.raises(BackendDown, match="stored the response"):
-            for _ in range(3):  # until the lab has seen it down
-                await tg.complete(response_request(previous))
+            await tg.complete(response_request(previous))
+        sent = sum(len(f.bodies) for f in servers)
+        with pytest.raises(BackendDown, match="stored the response"):
+            await tg.complete(response_request(previous))
+        assert sum(len(f.bodies) for f in servers) == sent
+        # Scaled away for good: its store went with it, vLLM's 404.
+        replicas = replica_set(tg)
+        replicas.remove(next(r for r in replicas.replicas if r.url == home.url))
+        with pytest.raises(ResponseNotFound, match="no longer serves"):
+            await tg.complete(response_request(previous))
+
+
+async def test_a_response_this_lab_did_not_pass_on_is_sought_among_the_replicas() -> None:
+    # Another instance of the lab (or this one before a restart) made it: routed by the
+    # policy, and on vLLM's 404 asked of the other replicas until one keeps it.
+    async with fakes(3) as servers:
+        async with textgen(*(f.url for f in servers)) as first_lab:
+            made = (await first_lab.complete(response_request()))["id"]
+        home = next(f for f in servers if made in f.stored)
+        for _ in range(3):
+            async with textgen(*(f.url for f in servers),
+                               REMOTE_ROUTING_POLICY="round_robin") as other_lab:
+                answer = await other_lab.complete(response_request(made))
+                assert answer["previous_response_id"] == made
+                assert answer["id"] in home.stored
+        # One the replicas do not keep at all is vLLM's 404, passed on.
+        async with textgen(*(f.url for f in servers)) as other_lab:
+            with pytest.raises(ResponseNotFound, match="not found"):
+                await other_lab.complete(response_request("resp_nowhere"))
 
 
 async def test_every_replica_down_is_a_fast_503() -> None:

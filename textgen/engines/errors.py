@@ -16,6 +16,7 @@ from ..errors import (
     InvalidRequest,
     ModelNotFound,
     RequestRejected,
+    ResponseNotFound,
     TextGenError,
     invalid_value,
 )
@@ -32,6 +33,8 @@ def rejection(status: int, message: str, param: str | None) -> TextGenError:
             return ContextLengthExceeded(message, param=param)
         return InvalidRequest(message, param=param)
     if status == 404:
+        if param == "response_id":  # vLLM's store keeps no such response
+            return ResponseNotFound(message, param=param)
         return ModelNotFound(message, param=param or "model")
     if 400 <= status < 500 or status == 501:
         return RequestRejected(message, status=status, param=param)

@@ -13,8 +13,9 @@ those are used rather than refusing: with one server, an occasional 500 must not
 
 A Responses request that continues a stored response (`previous_response_id`) goes to the
 replica whose vLLM store keeps it, whatever the router would pick: vLLM's store is per
-server, and any other replica answers 404. The set remembers which replica made each
-response it passed on (the latest `STORED_RESPONSES_KEPT`).
+server, and any other replica answers 404. The set remembers which replica made each stored
+response it passed on (the latest `STORED_RESPONSES_KEPT`); one it did not pass on is sought
+among the replicas.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import BackendDown, TextGenError
+from ..errors import BackendDown, ResponseNotFound, TextGenError
 from ..request import OpenAIRequest
 from ..routing import Router
 from .base import EngineReply
@@ -100,15 +101,18 @@ class ReplicaSet:
     async def generate(self, request: OpenAIRequest, request_id: str) -> EngineReply:
         if request.endpoint != "responses":
             return await self._send(request, lambda server: server.send(request, request_id))
-        holder = self._holder(request.body.get("previous_response_id"))
+        previous = request.body.get("previous_response_id")
         made_by: list[RemoteServer] = []
 
         async def send(server: RemoteServer) -> EngineReply:
             made_by[:] = [server]
             return await server.send(request, request_id)
 
-        reply = await (self._send_to(holder, send, request) if holder is not None
-                       else self._send(request, send))
+        holder = self._holder(previous)
+        reply = await (self._send_to(holder, send, previous) if holder is not None
+                       else self._send_seeking(request, send, previous))
+        if request.body.get("store") is False:  # kept nowhere: nothing to continue
+            return reply
         if reply.response is not None:
             self._remember(reply.response, made_by[0])
             return reply
@@ -120,7 +124,11 @@ class ReplicaSet:
         if not isinstance(response_id, str) or response_id not in self._made_by:
             return None
         server = self._made_by[response_id]
-        if server not in self.replicas or server.state == "down":
+        if server not in self.replicas:  # scaled away: its store went with it
+            raise ResponseNotFound(f"Response with id '{response_id}' not found: the replica "
+                                   "that stored it no longer serves the model.",
+                                   param="response_id")
+        if server.state == "down":
             raise self._holder_down(response_id, server.last_error)
         return server
 
@@ -129,7 +137,7 @@ class ReplicaSet:
                            f"'{response_id}' is down: {reason or 'it does not answer'}")
 
     async def _send_to(self, server: RemoteServer, call: Callable[[RemoteServer], Awaitable[T]],
-                       request: OpenAIRequest) -> T:
+                       response_id: str) -> T:
         """`call` on the one replica that can answer; once more on a new connection if a
         kept-alive one was closed under it (nowhere else: no other replica can answer)."""
         try:
@@ -141,8 +149,26 @@ class ReplicaSet:
                     return await call(server)
                 except RequestNotSent as second:
                     failed = second
-        raise self._holder_down(request.body["previous_response_id"],
-                                failed.error.message) from failed
+        raise self._holder_down(response_id, failed.error.message) from failed
+
+    async def _send_seeking(self, request: OpenAIRequest,
+                            call: Callable[[RemoteServer], Awaitable[T]], response_id: Any) -> T:
+        """Routed by the policy; a continuation of a response this set did not pass on (made
+        before the lab restarted, or through another instance of the lab) is asked of each
+        other replica that is up until one keeps it. Safe to send again: vLLM refuses an
+        unknown `previous_response_id` before it generates anything."""
+        try:
+            return await self._send(request, call)
+        except ResponseNotFound as refused:
+            if not isinstance(response_id, str):
+                raise
+            first = refused
+        for server in [r for r in self.replicas if r.state == "up"]:
+            try:
+                return await call(server)
+            except (ResponseNotFound, RequestNotSent):
+                continue
+        raise first
 
     def _remember(self, response: dict[str, Any], server: RemoteServer) -> None:
         response_id = response.get("id")
@@ -219,3 +245,4 @@ class ReplicaSet:
         if self.on_retry is not None:
             self.on_retry(server, first)
         return again
+
