@@ -328,27 +328,32 @@ class StopButtons:
         return True
 
 
-def buttons(running: bool) -> tuple[gr.Button, gr.Button]:
-    """(start, Stop): Stop is enabled exactly while something runs (but the playground's
-    completion Stop, always enabled: ui/tabs/playground.py says why).
+def buttons(running: bool) -> gr.Button:
+    """The start button's update: disabled while something runs.
 
-    The generation handlers set these in their own yields rather than in `.then` steps,
+    Stop buttons are never outputs of a generation: each is always clickable (a press with
+    nothing running does nothing, and is logged). In full test runs a Stop enabled by a
+    generation's first update was found still disabled while 1500 tokens streamed (the chat's
+    and the playground's, both; no press reached the server), so a user could not stop it.
+    Nothing can be lost on the way to a button that never changes.
+
+    The generation handlers set this in their own yields rather than in `.then` steps,
     because Gradio skips the rest of a chain once a step raises.
     """
-    return gr.Button(interactive=not running), gr.Button(interactive=running)
+    return gr.Button(interactive=not running)
 
 
 class ButtonsShown:
     """The button updates a streaming handler sends: only when running changes.
 
     Resent with every redraw (ten a second), the buttons were updated under the pointer of
-    someone clicking Stop; sent once each way, a redraw carries only what changed. `make`
-    gives a view's updates for a running state (default: `buttons`, the (start, Stop) pair),
-    `unchanged` what a redraw sends instead when the state is as shown."""
+    someone clicking; sent once each way, a redraw carries only what changed. `make` gives a
+    view's updates for a running state (default: `buttons`, the start button), `unchanged`
+    what a redraw sends instead when the state is as shown."""
 
     def __init__(self, make: Callable[[bool], Any] = buttons, unchanged: Any = None) -> None:
         self._make = make
-        self._unchanged = (gr.skip(), gr.skip()) if unchanged is None else unchanged
+        self._unchanged = gr.skip() if unchanged is None else unchanged
         self._running: bool | None = None
 
     def update(self, running: bool) -> Any:

@@ -431,7 +431,13 @@ def test_regenerate_replaces_the_last_reply_and_edit_resends_a_turn(page: Any, l
     assert int(edited["prompt tokens"]) == tokenize(lab, sent)
 
 
-def test_stop_ends_a_reply_midway_and_keeps_what_came(page: Any) -> None:
+def stop_log(lab: Any) -> str:
+    """The lab's log of Stop: when each page's generation was armed and ended, each press."""
+    lines = Path(lab.log).read_text(errors="replace").splitlines()
+    return "\n".join(line for line in lines if "ui.streaming" in line)[-3000:]
+
+
+def test_stop_ends_a_reply_midway_and_keeps_what_came(page: Any, lab: Any) -> None:
     endless(page)
     page.fill("#pg-message textarea", "Count from one to a thousand in words.")
     page.evaluate("() => document.querySelector('#pg-figures .figures').dataset.stale = '1'")
@@ -439,8 +445,10 @@ def test_stop_ends_a_reply_midway_and_keeps_what_came(page: Any) -> None:
     # Some of the reply has shown, and the generation (1500 tokens, minutes) is still running.
     wait(page, "() => (Array.from(document.querySelectorAll('#pg-chat .message.bot')).pop()"
                "?.innerText || '').trim().length >= 20")
+    assert not page.locator("#pg-chat-stop").is_disabled()  # never disabled: streaming.buttons
     page.click("#pg-chat-stop")
-    assert wait_status(page, "#pg-figures", "stopped", "done", "error").startswith("stopped")
+    status = wait_status(page, "#pg-figures", "stopped", "done", "error")
+    assert status.startswith("stopped"), (status, stop_log(lab))
     wait(page, "() => !document.querySelector('#pg-send').disabled")
     reply = bubbles(page)[-1]
     assert len(reply) >= 20  # what came before Stop stays
@@ -582,12 +590,6 @@ def test_completion_streams_and_shows_its_figures(page: Any) -> None:
     assert again["cache"] == "HIT" and again["status"] == "done"
     assert "tokens/s" not in again  # a replay from the cache has no generation speed
     assert page.input_value("#pg-output textarea") == text
-
-
-def stop_log(lab: Any) -> str:
-    """The lab's log of Stop: when each page's generation was armed and ended, each press."""
-    lines = Path(lab.log).read_text(errors="replace").splitlines()
-    return "\n".join(line for line in lines if "ui.streaming" in line)[-3000:]
 
 
 def test_stop_aborts_a_long_generation(page: Any, lab: Any) -> None:

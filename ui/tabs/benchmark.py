@@ -67,7 +67,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
     plan = gr.Markdown(elem_id="bench-plan")
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="bench-run")
-        stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="bench-stop")
+        stop = gr.Button("Stop", variant="stop", elem_id="bench-stop")  # always: streaming.buttons
         csv = gr.DownloadButton("Download CSV", value=None, interactive=False, elem_id="bench-csv")
     about = gr.Markdown(elem_id="bench-about")
     progress = gr.Markdown(elem_id="bench-progress")
@@ -127,8 +127,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
         ended = "done"
         with guard.hold(f"{model_id} at concurrency {', '.join(str(c) for c, _ in planned)}"), \
                 stops.armed(session_of(request), VIEW) as stop_event:
-            start, stop_ = buttons(running=True)
-            yield {about: f"Running on: {ran_on}", run: start, stop: stop_,
+            yield {about: f"Running on: {ran_on}", run: buttons(running=True),
                    progress: "Preparing the prompts…",
                    csv: gr.DownloadButton(value=None, interactive=False), **drawn([])}
             sweeping = sweep_runner.sweep(textgen, model_id, planned, int(input_len_), int(output_len_))
@@ -153,8 +152,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
         summary = (f"Sweep {ended}. {len(rows)} level(s), {sum(r['requests'] for r in rows)} "
                    "requests completed" + (f", **{failed} failed**" if failed else "") + ".")
         path = downloads.write("textgen-lab-sweep.csv", sweep.csv_text(rows, facts)) if rows else None
-        start, stop_ = buttons(running=False)
-        yield {progress: summary, run: start, stop: stop_, **drawn(rows),
+        yield {progress: summary, run: buttons(running=False), **drawn(rows),
                csv: gr.DownloadButton(value=path, interactive=path is not None)}
 
     async def press_stop(request: gr.Request) -> None:
@@ -164,7 +162,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
     form = [model, levels, rounds]
     gr.on([c.change for c in form], lambda m, lv, r: plan_text(textgen, m, lv, r), form, plan,
           queue=False, show_progress="hidden")
-    outputs = [about, run, stop, progress, csv, table, *plots.values()]
+    outputs = [about, run, progress, csv, table, *plots.values()]
     run.click(go, [model, input_len, output_len, levels, rounds], outputs,
               concurrency_limit=None, show_progress="hidden", api_name="benchmark_sweep")
     stop.click(press_stop, None, None, queue=False)

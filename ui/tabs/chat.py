@@ -71,7 +71,8 @@ def build_view(*, visible: bool) -> ChatView:
                                          "is a new line)")
         with gr.Row():
             send = gr.Button("Send", variant="primary", elem_id="pg-send")
-            stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-chat-stop")
+            # Always clickable, and no output of a reply: see streaming.buttons.
+            stop = gr.Button("Stop", variant="stop", elem_id="pg-chat-stop")
             regenerate = gr.Button("Regenerate", elem_id="pg-regenerate")
             clear = gr.Button("Clear", elem_id="pg-clear")
         with gr.Row(visible=False, elem_id="pg-tool-row") as tool_row:
@@ -121,7 +122,7 @@ def _tool_label(turns: conversation.Turns) -> str | None:
 def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Dropdown,
          controls: Controls, views: ReplyViews, finished: gr.State) -> None:
     """Wire the chat view's events."""
-    busy = [view.send, view.stop, view.regenerate, view.clear, view.send_tool]
+    busy = [view.send, view.regenerate, view.clear, view.send_tool]
     # The export is part of a reply's last update: a button that followed the conversation
     # only through `turns.change` would offer the previous conversation's file for a moment.
     outputs = [view.chatbot, view.turns, view.message, view.tool_row, view.tool_result,
@@ -131,7 +132,6 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
 
     def buttons(running: bool) -> dict[Any, Any]:
         return {view.send: gr.Button(interactive=not running),
-                view.stop: gr.Button(interactive=running),
                 view.regenerate: gr.Button(interactive=not running),
                 view.clear: gr.Button(interactive=not running),
                 view.send_tool: gr.Button(interactive=not running)}

@@ -74,7 +74,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
             count = gr.Radio([2, 3, 4], value=SHOWN, label="Columns", elem_id="cmp-columns")
     with gr.Row():
         run_all = gr.Button("Run all", variant="primary", elem_id="cmp-run")
-        stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="cmp-stop")
+        stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")  # always: streaming.buttons
     with gr.Row(equal_height=False):
         sides = [_side(name, temp, i < SHOWN) for i, (name, temp) in enumerate(COLUMNS.items())]
 
@@ -117,7 +117,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
             async for _ in follow(runs, stop_event):
                 shown_now = [x for r in runs for x in (r.output(), figures_html(r.figures()))]
                 yield (*shown_now, *idle,
-                       *shown_buttons.update(running=not all(r.finished for r in runs)))
+                       shown_buttons.update(running=not all(r.finished for r in runs)))
         failed = [(name, r.error) for name, r in zip(shown, runs, strict=True)
                   if r.state == "error"]
         if len(failed) == len(runs):
@@ -141,7 +141,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
               *(w for side in sides for w in (side.model, side.temperature, side.top_p,
                                               side.seed))]
     outputs = [w for side in sides for w in (side.output, side.figures)]
-    run_all.click(run, inputs, [*outputs, run_all, stop], concurrency_limit=None,
+    run_all.click(run, inputs, [*outputs, run_all], concurrency_limit=None,
                   show_progress="hidden")
     stop.click(press_stop, None, None, queue=False)
     arena.build(demo, textgen, stops, prompt, mode, max_tokens, count, inputs[4:])

@@ -73,12 +73,8 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
                                     placeholder="Once upon a time")
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="pg-generate")
-                    # Always clickable (a press with nothing running does nothing), and no
-                    # generation's output: in full test runs this button, sent interactive
-                    # with the first redraw, was found disabled a moment later for the rest
-                    # of the generation (Gradio sends a generator's unchanged outputs once,
-                    # so nothing put it back); a Stop that never depends on that cannot be
-                    # caught that way. Generate still says whether something runs.
+                    # Always clickable, and no output of a generation: streaming.buttons
+                    # says why. Generate still says whether something runs.
                     stop = gr.Button("Stop", variant="stop", elem_id="pg-stop")
                 output = gr.Textbox(label="Output", lines=10, max_lines=30, interactive=False,
                                     autoscroll=True, buttons=["copy"], elem_id="pg-output")
@@ -165,10 +161,9 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
         shown = ButtonsShown()
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                start, _ = shown.update(running=not current.finished)
-                yield {output: current.output(), generate: start, **replies.live(views, current)}
-        start, _ = buttons(running=False)
-        yield {output: current.output(), generate: start,
+                yield {output: current.output(), generate: shown.update(running=not current.finished),
+                       **replies.live(views, current)}
+        yield {output: current.output(), generate: buttons(running=False),
                finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
                **replies.final(views, current)}
         if current.state == "error":
