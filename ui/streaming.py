@@ -13,7 +13,7 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -329,38 +329,22 @@ class StopButtons:
 
 
 def buttons(running: bool) -> gr.Button:
-    """The start button's update: disabled while something runs.
+    """The start button's update: disabled while something runs. Sent with every redraw.
 
-    Stop buttons are never outputs of a generation: each is always clickable (a press with
-    nothing running does nothing, and is logged). In full test runs a Stop enabled by a
-    generation's first update was found still disabled while 1500 tokens streamed (the chat's
-    and the playground's, both; no press reached the server), so a user could not stop it.
-    Nothing can be lost on the way to a button that never changes.
+    Gradio sends a generator's outputs after the first as diffs from the one before, so an
+    unchanged update costs nothing on the wire; but the page's state of an output is the last
+    value the generator yielded, and a page that falls behind renders only the latest. An
+    update sent once and followed by `gr.skip()` is then lost: in full test runs a Stop
+    enabled by a reply's first update stayed disabled while 1500 tokens streamed (the chat's,
+    the playground's, the sweep's), so no press reached the lab.
+
+    Stop buttons are never outputs of a generation at all: each is always clickable (a press
+    with nothing running does nothing, and is logged), so nothing can be lost on the way.
 
     The generation handlers set this in their own yields rather than in `.then` steps,
     because Gradio skips the rest of a chain once a step raises.
     """
     return gr.Button(interactive=not running)
-
-
-class ButtonsShown:
-    """The button updates a streaming handler sends: only when running changes.
-
-    Resent with every redraw (ten a second), the buttons were updated under the pointer of
-    someone clicking; sent once each way, a redraw carries only what changed. `make` gives a
-    view's updates for a running state (default: `buttons`, the start button), `unchanged`
-    what a redraw sends instead when the state is as shown."""
-
-    def __init__(self, make: Callable[[bool], Any] = buttons, unchanged: Any = None) -> None:
-        self._make = make
-        self._unchanged = gr.skip() if unchanged is None else unchanged
-        self._running: bool | None = None
-
-    def update(self, running: bool) -> Any:
-        if running == self._running:
-            return self._unchanged
-        self._running = running
-        return self._make(running)
 
 
 def session_of(request: gr.Request | None) -> str:

@@ -21,7 +21,6 @@ from textgen import TextGen
 from .. import conversation, downloads, forms
 from ..alerts import user_error
 from ..streaming import (
-    ButtonsShown,
     Run,
     StopButtons,
     follow,
@@ -153,13 +152,12 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
         # The message box is emptied once, as the message moves into the conversation: what
         # the user types meanwhile (the next message) stays.
         taken: dict[Any, Any] = {view.message: ""} if took_message else {}
-        shown = ButtonsShown(buttons, unchanged={})
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([run], stop_event):
                 choice = run.choices[0]
                 partial = conversation.assistant_turn(choice.text, choice.tool_calls)
                 yield {view.chatbot: conversation.display(turns, partial), **taken,
-                       **replies.live(views, run), **shown.update(running=not run.finished)}
+                       **replies.live(views, run), **buttons(running=not run.finished)}
                 taken = {}
         choice = run.choices[0]
         if run.state == "error" and not choice.text and not choice.tool_calls:

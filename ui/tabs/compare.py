@@ -14,9 +14,9 @@ from .. import forms, picker
 from ..alerts import user_error
 from ..streaming import (
     FIGURES_CSS,
-    ButtonsShown,
     Run,
     StopButtons,
+    buttons,
     figures_html,
     follow,
     readiness_problem,
@@ -112,12 +112,11 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
                     problem=readiness_problem(textgen, c.model))
                 for c in arena.columns(len(shown), values)]
         idle = (gr.skip(), gr.skip()) * (len(sides) - len(runs))
-        shown_buttons = ButtonsShown()
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow(runs, stop_event):
                 shown_now = [x for r in runs for x in (r.output(), figures_html(r.figures()))]
                 yield (*shown_now, *idle,
-                       shown_buttons.update(running=not all(r.finished for r in runs)))
+                       buttons(running=not all(r.finished for r in runs)))
         failed = [(name, r.error) for name, r in zip(shown, runs, strict=True)
                   if r.state == "error"]
         if len(failed) == len(runs):

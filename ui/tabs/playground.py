@@ -13,7 +13,6 @@ from textgen import TextGen
 from .. import conversation, forms, picker, snippets
 from ..alerts import user_error
 from ..streaming import (
-    ButtonsShown,
     Run,
     StopButtons,
     buttons,
@@ -158,10 +157,9 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
         if problem:
             raise user_error(problem, title="Model not ready")
         current = Run(textgen, request_)
-        shown = ButtonsShown()
         with stops.armed(session_of(request), VIEW) as stop_event:
             async for _ in follow([current], stop_event):
-                yield {output: current.output(), generate: shown.update(running=not current.finished),
+                yield {output: current.output(), generate: buttons(running=not current.finished),
                        **replies.live(views, current)}
         yield {output: current.output(), generate: buttons(running=False),
                finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
