@@ -753,8 +753,10 @@ def test_a_benchmark_sweep_draws_each_level_and_offers_the_csv(page: Any) -> Non
 
 def test_a_second_page_is_refused_while_a_sweep_runs(page: Any, lab: Any, browser: Any,
                                                      signed_in: Path) -> None:
-    # 1000 output tokens a request: the sweep runs for minutes, until Stop.
-    benchmark_tab(page, "1", 1000, 1, "Sends 1 request")
+    # 50 requests of 1000 output tokens, one at a time: the sweep runs for many minutes, until
+    # Stop. (One such request ended on its own in 27 s of a full run, before this test had
+    # shown the second page's refusal and pressed Stop.)
+    benchmark_tab(page, "1", 1000, 50, "Sends 50 requests")
     other = browser.new_context(storage_state=str(signed_in)).new_page()
     other.set_default_timeout(WAIT_MS)
     try:
