@@ -108,15 +108,9 @@ def error_headers(exc: e.TextGenError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: e.TextGenError, *, anthropic: bool = False) -> Response:
-    status, _ = status_of(exc)
-    body = anthropic_envelope(status, exc.message) if anthropic else error_body(exc)
-    return Response(body, status_code=status, headers=error_headers(exc),
-                    media_type="application/json")
-
-
 def _answer(request: Request, status: int, message: str, type_: str, param: str | None,
             code: str | None, headers: Mapping[str, str] | None = None) -> Response:
+    """The error response of every handler, in the envelope of the route's API."""
     body = (anthropic_envelope(status, message) if is_anthropic(request)
             else envelope(message, type_, param, code))
     return Response(body, status_code=status, headers=headers, media_type="application/json")
@@ -136,7 +130,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(e.TextGenError)
     async def _core(request: Request, exc: e.TextGenError) -> Response:
-        return error_response(exc, anthropic=is_anthropic(request))
+        status, type_ = status_of(exc)
+        return _answer(request, status, exc.message, type_, exc.param, exc.code,
+                       error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
