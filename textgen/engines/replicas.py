@@ -102,22 +102,27 @@ class ReplicaSet:
         if request.endpoint != "responses":
             return await self._send(request, lambda server: server.send(request, request_id))
         previous = request.body.get("previous_response_id")
-        made_by: list[RemoteServer] = []
+        asked: list[RemoteServer] = []  # in order; the last one answered
 
         async def send(server: RemoteServer) -> EngineReply:
-            made_by[:] = [server]
+            asked.append(server)
             return await server.send(request, request_id)
 
         holder = self._holder(previous)
-        reply = await (self._send_to(holder, send, previous) if holder is not None
-                       else self._send_seeking(request, send, previous))
+        if holder is None:
+            reply = await self._send_seeking(request, send, asked)
+        else:
+            try:
+                reply = await self._send(request, send, only=holder)
+            except BackendDown as exc:
+                raise self._holder_down(previous, exc.message) from exc
         if request.body.get("store") is False:  # kept nowhere: nothing to continue
             return reply
         if reply.response is not None:
-            self._remember(reply.response, made_by[0])
+            self._remember(reply.response, asked[-1])
             return reply
         assert reply.chunks is not None
-        return EngineReply(chunks=self._remembering(reply.chunks, made_by[0]))
+        return EngineReply(chunks=self._remembering(reply.chunks, asked[-1]))
 
     def _holder(self, response_id: Any) -> RemoteServer | None:
         """The replica that made `response_id`, when this set passed it on."""
@@ -136,39 +141,20 @@ class ReplicaSet:
         return BackendDown(f"The replica of the model '{self.model}' that stored the response "
                            f"'{response_id}' is down: {reason or 'it does not answer'}")
 
-    async def _send_to(self, server: RemoteServer, call: Callable[[RemoteServer], Awaitable[T]],
-                       response_id: str) -> T:
-        """`call` on the one replica that can answer; once more on a new connection if a
-        kept-alive one was closed under it (nowhere else: no other replica can answer)."""
-        try:
-            return await call(server)
-        except RequestNotSent as first:
-            failed = first
-            if first.stale:
-                try:
-                    return await call(server)
-                except RequestNotSent as second:
-                    failed = second
-        raise self._holder_down(response_id, failed.error.message) from failed
-
     async def _send_seeking(self, request: OpenAIRequest,
-                            call: Callable[[RemoteServer], Awaitable[T]], response_id: Any) -> T:
+                            call: Callable[[RemoteServer], Awaitable[T]],
+                            asked: list[RemoteServer]) -> T:
         """Routed by the policy; a continuation of a response this set did not pass on (made
         before the lab restarted, or through another instance of the lab) is asked of each
         other replica that is up until one keeps it. Safe to send again: vLLM refuses an
         unknown `previous_response_id` before it generates anything."""
         try:
             return await self._send(request, call)
-        except ResponseNotFound as refused:
-            if not isinstance(response_id, str):
-                raise
-            first = refused
-        for server in [r for r in self.replicas if r.state == "up"]:
-            try:
-                return await call(server)
-            except (ResponseNotFound, RequestNotSent):
-                continue
-        raise first
+        except ResponseNotFound:
+            for server in [r for r in self.replicas if r.state == "up" and r not in asked]:
+                with contextlib.suppress(ResponseNotFound, RequestNotSent):
+                    return await call(server)
+            raise
 
     def _remember(self, response: dict[str, Any], server: RemoteServer) -> None:
         response_id = response.get("id")
@@ -209,11 +195,12 @@ class ReplicaSet:
 
     # --- choosing -------------------------------------------------------------------------
 
-    def _choose(self, request: OpenAIRequest | None,
-                tried: tuple[RemoteServer, ...]) -> RemoteServer:
-        candidates = [r for r in self.replicas if r.state == "up" and r not in tried]
+    def _choose(self, request: OpenAIRequest | None, tried: tuple[RemoteServer, ...],
+                only: RemoteServer | None = None) -> RemoteServer:
+        pool = self.replicas if only is None else [only]
+        candidates = [r for r in pool if r.state == "up" and r not in tried]
         if not candidates:
-            candidates = [r for r in self.replicas if r.state == "ejected" and r not in tried]
+            candidates = [r for r in pool if r.state == "ejected" and r not in tried]
         if not candidates:
             reasons = sorted({r.last_error for r in self.replicas if r.last_error})
             detail = f": {'; '.join(reasons)}" if reasons else ""
@@ -221,23 +208,25 @@ class ReplicaSet:
         return self.router.choose(candidates, request)
 
     async def _send(self, request: OpenAIRequest | None,
-                    call: Callable[[RemoteServer], Awaitable[T]]) -> T:
-        """`call` on a chosen replica; once more elsewhere if the request never reached it."""
-        server = self._choose(request, ())
+                    call: Callable[[RemoteServer], Awaitable[T]],
+                    only: RemoteServer | None = None) -> T:
+        """`call` on a chosen replica (`only`: that one); once more elsewhere if the request
+        never reached it (with `only`, on a new connection to it, or nowhere)."""
+        server = self._choose(request, (), only)
         try:
             return await call(server)
         except RequestNotSent as first:
-            again = self._again(request, server, first)
+            again = self._again(request, server, first, only)
             try:
                 return await call(again)
             except RequestNotSent as second:
                 raise second.error from second
 
     def _again(self, request: OpenAIRequest | None, server: RemoteServer,
-               first: RequestNotSent) -> RemoteServer:
+               first: RequestNotSent, only: RemoteServer | None) -> RemoteServer:
         """Where a request that was not sent goes next; raises when there is nowhere."""
         try:
-            again = self._choose(request, (server,))
+            again = self._choose(request, (server,), only)
         except BackendDown:
             if not first.stale:
                 raise first.error from first
