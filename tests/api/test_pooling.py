@@ -10,6 +10,7 @@ and the lab in front of the server must pass its answers through unchanged.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,10 +23,11 @@ from tests.support.processes import LabServer
 from tests.support.upstreams import (
     VllmEmbeddingServer,
     VllmServer,
+    eventually,
     lab_in_front_of,
     serve_app,
 )
-from textgen import DEFAULT_MODEL, EMBEDDING_MODEL, Settings
+from textgen import DEFAULT_MODEL, EMBEDDING_MODEL, Settings, TextGen
 
 TOKEN = "pooling-token"
 MODEL = EMBEDDING_MODEL
@@ -44,8 +46,9 @@ def oracle() -> Iterator[VllmServer]:
 
 
 @pytest.fixture(scope="module")
-async def local() -> AsyncIterator[httpx.AsyncClient]:
-    """A lab of this module's own, serving the embedding model in-process as the oracle does."""
+async def local_lab() -> AsyncIterator[tuple[httpx.AsyncClient, TextGen]]:
+    """A lab of this module's own, serving the embedding model in-process as the oracle does:
+    a client of its API, and its TextGen (for its metrics)."""
     settings = Settings(
         MODEL=MODEL, VLLM_ENDPOINT="", REDIS_URL="", METRICS_PORT=0,
         API_TOKEN=TOKEN, RATE_LIMITS={MODEL: 0}, DTYPE="float32",  # type: ignore[arg-type]
@@ -55,7 +58,12 @@ async def local() -> AsyncIterator[httpx.AsyncClient]:
     async with serve_app(app) as url, httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as client:
         await app.state.textgen.wait_ready()
-        yield client
+        yield client, app.state.textgen
+
+
+@pytest.fixture(scope="module")
+def local(local_lab: tuple[httpx.AsyncClient, TextGen]) -> httpx.AsyncClient:
+    return local_lab[0]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +206,26 @@ async def test_cohere_embed_is_cached_and_its_billed_tokens_counted(
     assert len(first.json()["embeddings"]["float"]) == 2
     billed = first.json()["meta"]["billed_units"]["input_tokens"]
     assert billed > 0 and again.json()["meta"]["billed_units"]["input_tokens"] == billed
+
+
+async def test_cohere_billed_tokens_are_the_prompt_tokens_the_lab_counts(
+        local_lab: tuple[httpx.AsyncClient, TextGen]) -> None:
+    # Cohere's answer has no `usage`: what it bills (meta.billed_units) is what the engine
+    # read, counted once, when computed (a cache hit reads nothing).
+    client, textgen = local_lab
+
+    def counted() -> float:
+        return textgen.metrics.registry.get_sample_value(
+            "text_generation_prompt_tokens_total", {"model": MODEL}) or 0.0
+
+    before = counted()
+    body = {"texts": [f"billed {uuid.uuid4().hex}", "a second text"], "embedding_types": ["float"]}
+    first = await ask(client, "/v2/embed", body)
+    billed = first.json()["meta"]["billed_units"]["input_tokens"]
+    assert first.headers["x-cache"] == "MISS" and billed > 0
+    await eventually(lambda: counted() - before == billed, within=30)
+    again = await ask(client, "/v2/embed", body)
+    assert again.headers["x-cache"] == "HIT" and counted() - before == billed
 
 
 async def test_the_model_card_says_it_is_a_pooling_model(local: httpx.AsyncClient) -> None:

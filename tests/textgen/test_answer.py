@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from textgen import Answer
-from textgen.answer import is_usage_chunk, merge_chunks, split_response
+from textgen.answer import is_usage_chunk, merge_chunks, split_response, token_counts, usage_of
 
 HEAD = {"id": "cmpl-9", "object": "text_completion", "created": 7, "model": "m"}
 USAGE = {"prompt_tokens": 4, "total_tokens": 7, "completion_tokens": 3}
@@ -143,3 +143,12 @@ def test_typed_events_are_renamed_where_they_hold_the_answers_id() -> None:
     assert renamed(created, "resp_2", 9) == {**created, "response": {"id": "resp_2", "created_at": 7}}
     assert renamed(delta, "resp_2", 9) == delta
     assert renamed(start, "msg_2", 9)["message"]["id"] == "msg_2"
+
+
+def test_billed_text_and_image_tokens_are_prompt_tokens() -> None:
+    # Cohere's embed answer has no usage; the real engine's is counted in test_pooling.py.
+    assert token_counts(usage_of({"meta": {"billed_units": {"input_tokens": 7}}})) == (7, 0)
+    # vLLM bills a request with any image all as image tokens.
+    billed = {"input_tokens": 0, "image_tokens": 5}
+    assert token_counts(usage_of({"meta": {"billed_units": billed}})) == (5, 0)
+    assert usage_of({"meta": {}}) is None and usage_of({"meta": "x"}) is None
