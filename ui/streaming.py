@@ -331,12 +331,13 @@ class StopButtons:
 def buttons(running: bool) -> gr.Button:
     """The start button's update: disabled while something runs. Sent with every redraw.
 
-    Gradio sends a generator's outputs after the first as diffs from the one before, so an
-    unchanged update costs nothing on the wire; but the page's state of an output is the last
-    value the generator yielded, and a page that falls behind renders only the latest. An
-    update sent once and followed by `gr.skip()` is then lost: in full test runs a Stop
-    enabled by a reply's first update stayed disabled while 1500 tokens streamed (the chat's,
-    the playground's, the sweep's), so no press reached the lab.
+    Gradio (6.31, `Blocks.handle_streaming_diffs`) sends a generator's outputs after the first
+    as diffs from the one before, so an unchanged update costs nothing on the wire, and the
+    page's state of an output is the value the generator yielded last: a `gr.skip()` after an
+    update replaces it. Sent once and then skipped, an update was lost on a page behind the
+    stream (our reading: it rendered only the latest state): in full test runs a Stop enabled
+    by a reply's first update stayed disabled while 1500 tokens streamed (the chat's, the
+    playground's, the sweep's), and no press reached the lab.
 
     Stop buttons are never outputs of a generation at all: each is always clickable (a press
     with nothing running does nothing, and is logged), so nothing can be lost on the way.

@@ -20,13 +20,7 @@ from textgen import TextGen
 
 from .. import conversation, downloads, forms
 from ..alerts import user_error
-from ..streaming import (
-    Run,
-    StopButtons,
-    follow,
-    readiness_problem,
-    session_of,
-)
+from ..streaming import Run, StopButtons, buttons, follow, readiness_problem, session_of
 from . import replies
 from .controls import Controls
 from .replies import ReplyViews
@@ -129,11 +123,8 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
     inputs = {model, view.system, view.turns, view.message, view.tool_result, finished,
               view.responses_api, *controls.widgets()}
 
-    def buttons(running: bool) -> dict[Any, Any]:
-        return {view.send: gr.Button(interactive=not running),
-                view.regenerate: gr.Button(interactive=not running),
-                view.clear: gr.Button(interactive=not running),
-                view.send_tool: gr.Button(interactive=not running)}
+    def busy_buttons(running: bool) -> dict[Any, Any]:
+        return {button: buttons(running) for button in busy}
 
     async def reply(data: dict[Any, Any], turns: conversation.Turns, request: gr.Request, *,
                     took_message: bool = False) -> AsyncIterator[dict[Any, Any]]:
@@ -157,14 +148,14 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
                 choice = run.choices[0]
                 partial = conversation.assistant_turn(choice.text, choice.tool_calls)
                 yield {view.chatbot: conversation.display(turns, partial), **taken,
-                       **replies.live(views, run), **buttons(running=not run.finished)}
+                       **replies.live(views, run), **busy_buttons(running=not run.finished)}
                 taken = {}
         choice = run.choices[0]
         if run.state == "error" and not choice.text and not choice.tool_calls:
             # Nothing came back: the conversation stays as it was, the message in its box.
             restore = {view.message: data[view.message]} if took_message else {}
             yield {view.chatbot: conversation.display(before), **restore,
-                   **replies.final(views, run), **buttons(running=False)}
+                   **replies.final(views, run), **busy_buttons(running=False)}
             raise user_error(run.error or "The generation failed.", title="Generation failed")
         answer = conversation.assistant_turn(choice.text, choice.tool_calls)
         done = [*turns, answer] if (choice.text or choice.tool_calls) else turns
@@ -175,7 +166,7 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
                view.sent_options: options,
                view.export: export_button(data[model], data[view.system], done, options),
                finished: (data[finished] or 0) + 1,  # kept by the core: History reads it
-               **replies.final(views, run), **buttons(running=False)}
+               **replies.final(views, run), **busy_buttons(running=False)}
         if run.state == "error":
             gr.Warning(f"The reply was cut short: {run.error}", title="Generation failed")
 
