@@ -170,25 +170,39 @@ async def test_a_dns_name_with_several_addresses_is_expanded_into_replicas(
         assert [a - b for a, b in zip(after, before, strict=True)] == [0, 1, 1]
 
 
+async def kept_by(servers: list[VllmServer], response_id: str) -> list[int]:
+    """Each server's status for GET /v1/responses/{id}: 200 where its store keeps it."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        return [(await client.get(f"{s.url}/v1/responses/{response_id}")).status_code
+                for s in servers]
+
+
 async def test_a_conversation_of_stored_responses_stays_on_the_replica_that_keeps_it(
     servers: list[VllmServer],
 ) -> None:
+    async def turn(tg: TextGen, number: int, previous: str | None) -> str:
+        body = {"model": MODEL, "input": f"Say a word ({number}).", "max_output_tokens": 4,
+                "temperature": 0, "previous_response_id": previous}
+        response = await tg.complete(OpenAIRequest("responses", body, read_cache=False,
+                                                   write_cache=False))
+        assert response["status"] in ("completed", "incomplete") and response["output"]
+        return response["id"]  # type: ignore[no-any-return]
+
     # Round robin sends each new request to the next server; vLLM's store is per server.
-    async with lab(*(s.url for s in servers), REMOTE_ROUTING_POLICY="round_robin") as tg:
+    urls = [s.url for s in servers]
+    async with lab(*urls, REMOTE_ROUTING_POLICY="round_robin") as tg:
         previous = None
-        for turn in range(4):
-            body = {"model": MODEL, "input": f"Say a word ({turn}).", "max_output_tokens": 4,
-                    "temperature": 0, "previous_response_id": previous}
-            response = await tg.complete(OpenAIRequest("responses", body, read_cache=False,
-                                                       write_cache=False))
-            assert response["status"] in ("completed", "incomplete") and response["output"]
-            previous = response["id"]
-    async with httpx.AsyncClient(timeout=30) as client:
-        kept = [(await client.get(f"{s.url}/v1/responses/{previous}")).status_code
-                for s in servers]
+        for number in range(4):
+            previous = await turn(tg, number, previous)
     # Each turn continued the last (a 404 anywhere else would have failed it): the whole
     # conversation was made on one server, whose store alone keeps it.
+    kept = await kept_by(servers, previous)
     assert sorted(kept) == [200, 404, 404], kept
+    # Another lab in front of the same servers never saw it: it finds the keeper.
+    async with lab(*urls, REMOTE_ROUTING_POLICY="round_robin") as other:
+        for number in range(4, 6):
+            previous = await turn(other, number, previous)
+    assert await kept_by(servers, previous) == kept
 
 
 async def test_a_replica_killed_during_a_run_fails_no_request_and_comes_back(
