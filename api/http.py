@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from textgen import Generation, InvalidRequest, RequestTooLarge, TextGenError, jsoncodec
+from textgen.request import Route
 
 from .errors import anthropic_error, error_body, status_of
 
@@ -113,7 +114,7 @@ async def sse_events(generation: Generation) -> AsyncIterator[bytes]:
         yield _DONE
 
 
-def _error_event(route: str, exc: TextGenError, last: dict[str, Any]) -> dict[str, Any]:
+def _error_event(route: Route, exc: TextGenError, last: dict[str, Any]) -> dict[str, Any]:
     """Anthropic's `error` event holds its error object; OpenAI's Responses `error` event is
     flat (`ResponseErrorEvent`: code, message, param) and numbered after the last event."""
     if route == "messages":

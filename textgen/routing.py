@@ -149,7 +149,8 @@ def prompt_prefix(request: OpenAIRequest, chars: int) -> str:
             if size >= chars:
                 break
         return "".join(parts)[:chars]
-    prompt = body.get("prompt", body.get("input", body.get("texts")))  # completions; embeddings
+    # completions; embeddings (Cohere's: texts)
+    prompt = body.get("prompt", body.get("input", body.get("texts")))
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         prompt = prompt[0]  # a batch of prompts: the first decides
     return _text(prompt)[:chars]
