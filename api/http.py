@@ -10,7 +10,14 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from textgen import Generation, InvalidRequest, RequestTooLarge, TextGenError, jsoncodec
+from textgen import (
+    Generation,
+    InvalidRequest,
+    RequestTooLarge,
+    TextGenError,
+    binary_pooling,
+    jsoncodec,
+)
 from textgen.request import Route
 
 from .errors import anthropic_error, error_body, status_of
@@ -146,6 +153,12 @@ def stream_response(generation: Generation) -> StreamingResponse:
 
 def json_response(generation: Generation) -> Response:
     assert generation.response is not None
+    request = generation.request
+    if binary_pooling.asks_binary(request):
+        content, headers = binary_pooling.parts_of(generation.response,
+                                                   request.body.get("encoding_format"))
+        return Response(content, headers={**generation_headers(generation), **headers},
+                        media_type="application/octet-stream")
     return Response(jsoncodec.dumps(generation.response), headers=generation_headers(generation),
                     media_type="application/json")
 

@@ -254,6 +254,8 @@ class RemoteBackends:
             self._refresh(server)
             return
         server.mark_up()
+        if was != "up" or set(server.models) != before:  # (re)started, perhaps as another kind
+            await server.read_runner()
         if was != "up":
             log.info("remote backend %s is up, serving %s", server.url,
                      ", ".join(m["id"] for m in models) or "no models")
@@ -285,6 +287,8 @@ class RemoteBackends:
                                        id=model_id)
         else:
             spec = guess_spec(model_id, model.get("owned_by"))
+        if server.runner is not None:  # what the server says it is, over what the name says
+            spec = dataclasses.replace(spec, runner=server.runner)
         self._registry.add(spec, engine=replicas)
 
     # --- LoRA adapters on remote servers ----------------------------------------------------

@@ -9,7 +9,9 @@ and the lab in front of the server must pass its answers through unchanged.
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -28,6 +30,7 @@ from tests.support.upstreams import (
     serve_app,
 )
 from textgen import DEFAULT_MODEL, EMBEDDING_MODEL, Settings, TextGen
+from textgen.engines.remote import RemoteServer
 
 TOKEN = "pooling-token"
 MODEL = EMBEDDING_MODEL
@@ -132,6 +135,43 @@ async def test_answers_are_vllms_own(pooled: httpx.AsyncClient, oracle: VllmServ
     close(without_own(ours.json()), without_own(theirs.json()))
 
 
+def vectors_of(response: httpx.Response, described: httpx.Response | None = None,
+               ) -> list[list[float]]:
+    """vLLM's binary answer read back: the offsets in the metadata header (of `described`, for
+    an answer without one) over the bytes, float32 little-endian (vLLM's defaults)."""
+    items = json.loads((described or response).headers["metadata"])["data"]
+    return [list(struct.unpack(f"<{(item['end'] - item['start']) // 4}f",
+                               response.content[item["start"]:item["end"]])) for item in items]
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/pooling"])
+async def test_binary_answers_are_vllms_own(pooled: httpx.AsyncClient, oracle: VllmServer,
+                                            path: str) -> None:
+    # encoding_format "bytes": raw vectors, described in a `metadata` header; "bytes_only":
+    # the same bytes without it. A cache hit answers the same bytes under an id of its own.
+    body = {"input": [f"binary {pooled.base_url}", TEXTS[1]], "encoding_format": "bytes"}
+    ours = await ask(pooled, path, body)
+    theirs = await oracle_answer(oracle, path, body)
+    assert (ours.status_code, theirs.status_code) == (200, 200), ours.text
+    assert ours.headers["content-type"] == theirs.headers["content-type"] == \
+        "application/octet-stream"
+    close(without_own(json.loads(ours.headers["metadata"])),
+          without_own(json.loads(theirs.headers["metadata"])))
+    close(vectors_of(ours), vectors_of(theirs))
+    hit = await ask(pooled, path, body)
+    assert (ours.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
+    assert hit.content == ours.content
+    assert json.loads(hit.headers["metadata"])["id"] != json.loads(ours.headers["metadata"])["id"]
+
+    only = {**body, "encoding_format": "bytes_only"}
+    ours_only = await ask(pooled, path, only, **{"Cache-Control": "no-cache, no-store"})
+    theirs_only = await oracle_answer(oracle, path, only)
+    assert (ours_only.status_code, theirs_only.status_code) == (200, 200), ours_only.text
+    assert "metadata" not in ours_only.headers and "metadata" not in theirs_only.headers
+    close(vectors_of(ours_only, ours), vectors_of(ours))
+    close(vectors_of(theirs_only, ours), vectors_of(ours))
+
+
 async def test_the_openai_client_embeds_and_the_vectors_mean_something(
         pooled: httpx.AsyncClient) -> None:
     client = openai.AsyncOpenAI(base_url=f"{str(pooled.base_url).rstrip('/')}/v1", api_key=TOKEN,
@@ -226,6 +266,18 @@ async def test_cohere_billed_tokens_are_the_prompt_tokens_the_lab_counts(
     await eventually(lambda: counted() - before == billed, within=30)
     again = await ask(client, "/v2/embed", body)
     assert again.headers["x-cache"] == "HIT" and counted() - before == billed
+
+
+async def test_a_vllm_server_is_known_to_serve_a_pooling_model_by_its_routes(
+        oracle: VllmServer) -> None:
+    # What the lab reads for a remote model whose name says nothing (the catalog knows this
+    # one): the routes vLLM's server registered for it.
+    server = RemoteServer(oracle.url)
+    try:
+        await server.read_runner()
+    finally:
+        await server.close()
+    assert server.runner == "pooling"
 
 
 async def test_the_model_card_says_it_is_a_pooling_model(local: httpx.AsyncClient) -> None:

@@ -61,6 +61,7 @@ async def test_the_remote_model_is_listed_as_loaded(api: Api) -> None:
         health = (await c.get("/health")).json()
     assert (status["status"], status["backend"], status["reason"]) == ("loaded", "remote", None)
     assert status["loaded_at"] is not None
+    assert status["runner"] == "generate"  # the routes vLLM's server registered say so
     backend = health["components"]["remote_backends"]["backends"][0]
     assert (backend["url"], backend["status"], backend["models"]) == (api.server.url, "up", [MODEL])
     assert health["status"] == "ok"

@@ -219,7 +219,8 @@ class FakeUpstream:
               is answered
     error<N>  HTTP N with vLLM's error body (error400 names `max_tokens` as the param)
 
-    `/v1/responses` is answered too (plain, or as typed events), kept in a store of this
+    `/openapi.json` lists a generator's or a pooling model's routes as `runner` says (404 when
+    None). `/v1/responses` is answered too (plain, or as typed events), kept in a store of this
     server's own (`stored`) unless `store` is false, as vLLM's server does.
 
     Like `vllm serve --api-key`, with `api_key` it answers 401 to /v1 requests without
@@ -251,6 +252,9 @@ class FakeUpstream:
         self.running = 0
         self.metrics_status = 200
         self.models = models
+        # The routes its /openapi.json lists, as vLLM's server registers them for a "generate"
+        # or a "pooling" model; None answers 404 there (FastAPI's docs turned off).
+        self.runner: str | None = None
         self.reply = reply
         self.port = port
         self.hold_after = 1
@@ -351,6 +355,13 @@ class FakeUpstream:
             return await self._json(writer, 401, {"error": "Unauthorized"})  # vLLM's body
         if method == "GET" and path == "/metrics":
             return await self._raw(writer, self.metrics_status, _metrics(self), "text/plain")
+        if method == "GET" and path == "/openapi.json":
+            if self.runner is None:
+                return await self._json(writer, 404, {"detail": "Not Found"})
+            routes = (("/v1/completions", "/v1/chat/completions") if self.runner == "generate"
+                      else ("/v1/embeddings", "/pooling"))
+            return await self._json(writer, 200, {"openapi": "3.1.0",
+                                                  "paths": {r: {"post": {}} for r in routes}})
         if method == "GET" and path == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "vllm", "root": m,

@@ -195,6 +195,20 @@ async def test_discovered_models_join_the_registry_as_loaded_remote_models() -> 
         assert (info.routing, [r.url for r in info.replicas]) == ("least_outstanding", [fake.url])
 
 
+@pytest.mark.parametrize(("runner", "shown"), [
+    ("pooling", "pooling"), ("generate", "generate"),
+    (None, "generate"),  # a server that cannot say (its docs off): a generator, as assumed
+])
+async def test_a_remote_model_is_the_kind_its_server_registered_routes_for(
+        runner: str | None, shown: str) -> None:
+    # Neither the name nor vLLM's model card says whether a model embeds or generates; the
+    # routes its server registered do (/openapi.json).
+    fake = FakeUpstream(models=("acme/e5-base-v2",))
+    fake.runner = runner
+    async with fake, textgen(fake.url) as tg:
+        assert tg.model_info("acme/e5-base-v2").runner == shown
+
+
 # --- pass-through -------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""What a remote server says it serves, read from its `/v1/models`, and what the lab makes of it.
+"""What a remote server says it serves, read from its `/v1/models` (and its `/openapi.json`:
+whether it generates or pools), and what the lab makes of it.
 
 The lab learns a remote model from the server alone: its id, its owner, the folder its weights
 came from and its context length. The weights' identity is part of the cache key (the same id
@@ -9,7 +10,7 @@ class guessed from its name, since the size class sets a model's default rate li
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -26,6 +27,23 @@ def served_models(content: bytes) -> list[dict[str, Any]]:
         return [m for m in data if isinstance(m["id"], str)]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError("not a /v1/models answer") from exc
+
+
+def runner_of(openapi: bytes) -> Literal["generate", "pooling"] | None:
+    """What vLLM serves a server's model as, from the routes its `/openapi.json` lists: vLLM's
+    server registers a generator's routes or a pooling model's, never both (its model card
+    does not say). None when the page cannot say (FastAPI's docs turned off, not vLLM)."""
+    try:
+        paths = orjson.loads(openapi)["paths"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(paths, dict):
+        return None
+    if "/v1/completions" in paths or "/v1/chat/completions" in paths:
+        return "generate"
+    if "/v1/embeddings" in paths or "/pooling" in paths:
+        return "pooling"
+    return None
 
 
 def weights_ids(models: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """One remote OpenAI-compatible vLLM server at one address, over a pooled keep-alive transport.
 
 The client's body goes upstream as it was sent, so every field the upstream understands works
-through the lab; the one change is `stream_options.include_usage` on streams (token counts are
-the server's own; the usage chunk is dropped on the way out when the client did not ask for it).
+through the lab; the changes are `stream_options.include_usage` on streams (token counts are
+the server's own; the usage chunk is dropped on the way out when the client did not ask for it)
+and "bytes" for a pooling request's "bytes_only" (binary_pooling.py).
 Chunks are passed on as they arrive (sse.py). Closing a stream closes the upstream response, and
 vLLM aborts a request whose connection is gone. Failures become typed errors (remote_errors.py).
 
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 import orjson
 from prometheus_client.metrics_core import Metric
 
+from .. import binary_pooling
 from ..engine_stats import parse_metrics
 from ..errors import (
     BackendDown,
@@ -38,7 +40,7 @@ from ..errors import (
 from ..jsoncodec import dumps
 from ..request import OpenAIRequest
 from .base import EngineReply
-from .discovery import guess_spec, served_models, weights_ids
+from .discovery import guess_spec, runner_of, served_models, weights_ids
 from .endpoint import Endpoint, base_url
 from .health import ReplicaInfo, ServerHealth, State
 from .http11 import Http11Transport, StaleConnection
@@ -83,6 +85,8 @@ class RemoteServer:
         self.model_roots: dict[str, str] = {}
         # The LoRA adapters it lists: id -> (`parent`, `root`) of its model card.
         self.adapters: dict[str, tuple[str, str | None]] = {}
+        # What vLLM serves its model as ("generate" or "pooling"); None: it did not say.
+        self.runner: Literal["generate", "pooling"] | None = None
         self.load = ServerLoad()
         # Called on every failure of the server itself (not on the client's own 4xx).
         self.on_failure: Callable[[RemoteServer, TextGenError], None] | None = None
@@ -172,6 +176,17 @@ class RemoteServer:
                          if isinstance(m.get("parent"), str) and m["parent"] != m["id"]}
         return models
 
+    async def read_runner(self) -> None:
+        """What vLLM serves the model as, from the routes its server lists (discovery.py)."""
+        try:
+            response = await self._client.request("GET", "/openapi.json", None, self._timeouts)
+            content = await read_bounded(response, _METRICS_LIMIT)
+            await response.aclose()
+        except httpx.HTTPError:
+            self.runner = None
+            return
+        self.runner = runner_of(content) if response.status_code == 200 else None
+
     async def change_adapter(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
         """POST vLLM's /v1/load_lora_adapter or /v1/unload_lora_adapter: its status and text
         as they are (0 and the reason when it cannot be reached), for a report per replica."""
@@ -248,10 +263,15 @@ class RemoteServer:
             options = body.get("stream_options")
             options = options if isinstance(options, dict) else {}
             body = {**body, "stream_options": {**options, "include_usage": True}}
+        binary = binary_pooling.asks_binary(request)
+        if binary:
+            body = {**body, "encoding_format": "bytes"}  # with its usage (binary_pooling.py)
         self._in_flight += 1
         streaming = False  # once the chunks are handed over, closing them ends the request
         try:
             response = await self._post(request.path, body, request_id, stream=request.stream)
+            if binary:
+                return EngineReply(response=await self._binary(response))
             if not request.stream:
                 return EngineReply(response=await self._json(response))
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -327,15 +347,17 @@ class RemoteServer:
         self.health.answered()
         return response
 
-    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+    async def _read(self, response: httpx.Response) -> bytes:
         try:
-            content = await response.aread()
+            return await response.aread()
         except httpx.HTTPError as exc:
             raise self._failed(transport_error(self.url, exc)) from exc
         finally:
             await response.aclose()
+
+    async def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
-            data = orjson.loads(content)
+            data = orjson.loads(await self._read(response))
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
@@ -343,6 +365,16 @@ class RemoteServer:
                 BackendUnavailable(f"The backend {self.url} answered with something not JSON.")
             )
         return data
+
+    async def _binary(self, response: httpx.Response) -> dict[str, Any]:
+        """vLLM's binary pooling answer as an answer object (binary_pooling.py)."""
+        content = await self._read(response)
+        try:
+            return binary_pooling.answer_of(response.headers.get("metadata"), content)
+        except ValueError:
+            raise self._failed(BackendUnavailable(
+                f"The backend {self.url} answered a binary pooling request without its "
+                "metadata.")) from None
 
     def _failed(self, error: TextGenError, *, eject: bool | None = None) -> TextGenError:
         """Note a failure of the server itself and hand the error back to raise.

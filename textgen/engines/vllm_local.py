@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from .. import binary_pooling
 from ..engine_stats import stat_logger
 from ..errors import TextGenError
 from ..request import OpenAIRequest
@@ -254,6 +255,8 @@ class VllmEngine:
             # Always ask for the usage chunk: the lab's token metrics come from it. It is
             # dropped on the way out when the client did not ask for it.
             body.stream_options = _usage_options(body.stream_options)
+        if binary_pooling.asks_binary(request):
+            body.encoding_format = "bytes"  # with its metadata: the usage (binary_pooling.py)
         try:
             result = await serving.call(body, _RawRequest(request_id))
         except TextGenError:
@@ -265,7 +268,7 @@ class VllmEngine:
             raise self._interrupted(request.model) or engine_error(result)
         if request.stream:
             return EngineReply(chunks=self._chunks(result, request))
-        return EngineReply(response=vllm_routes.response_object(request, result))
+        return EngineReply(response=await vllm_routes.response_object(request, result))
 
     def _interrupted(self, model: str) -> TextGenError | None:
         """The error a request for `model` ended with, when interrupt() ended it."""

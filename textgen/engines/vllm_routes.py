@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidRequest
+from .. import binary_pooling
 from ..request import OpenAIRequest, Route
 from .errors import engine_error, rejection, validation_error
 
@@ -114,16 +114,18 @@ def _token_schema(path: str) -> Any:
                         "/tokenize": TokenizeRequest, "/detokenize": DetokenizeRequest}[path])
 
 
-def response_object(request: OpenAIRequest, result: Any) -> dict[str, Any]:
+async def response_object(request: OpenAIRequest, result: Any) -> dict[str, Any]:
     """A plain answer as vLLM's route writes it: a pooling route's ready JSON response read
-    back, a Responses object by its aliases, an Anthropic message without its empty fields."""
+    back (or its binary one as an answer object: binary_pooling.py), a Responses object by its
+    aliases, an Anthropic message without its empty fields."""
     if request.pooled:
         from starlette.responses import JSONResponse
 
-        if not isinstance(result, JSONResponse):  # encoding_format "bytes": a binary stream
-            raise InvalidRequest("The lab answers pooling requests in JSON: use encoding_format "
-                                 "'float' or 'base64'.", param="encoding_format")
-        return orjson.loads(result.body)  # type: ignore[no-any-return]
+        if isinstance(result, JSONResponse):
+            return orjson.loads(result.body)  # type: ignore[no-any-return]
+        # encoding_format "bytes": a StreamingResponse of the vectors, described in a header
+        content = b"".join([piece async for piece in result.body_iterator])
+        return binary_pooling.answer_of(result.headers.get("metadata"), content)
     if request.endpoint == "responses":
         return result.model_dump(mode="json", by_alias=True)  # type: ignore[no-any-return]
     if request.endpoint == "messages":
