@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results import write_section  # noqa: E402
 from benchmarks.vllm_bench_parity import TOKEN, free_port, started  # noqa: E402
 from textgen import EMBEDDING_MODEL, Settings, embedded  # noqa: E402
-from textgen.engines.vllm_local import VllmOptions, serve_argv  # noqa: E402
+from textgen.engines.vllm_options import VllmOptions, serve_argv  # noqa: E402
 
 SECTION = "## Embeddings: the lab against vLLM's server, and a cache hit"
 FLAGS = ("--runner", "pooling", "--convert", "embed")
@@ -95,7 +95,7 @@ def main() -> None:
     folder = embedded.prepare(EMBEDDING_MODEL, Settings().MODEL_CACHE_DIR)
     vllm_port, lab_port = free_port(), free_port()
     vllm_url, lab_url = f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{lab_port}"
-    # The server gets the very flags the lab gives its engine (engines/vllm_local.serve_argv:
+    # The server gets the very flags the lab gives its engine (engines/vllm_options.serve_argv:
     # --max-num-batched-tokens among them) and the same KV cache space: the engines compared
     # are the same, what differs is what serves them.
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")

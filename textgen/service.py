@@ -31,7 +31,8 @@ from .cache import (
 )
 from .engine_stats import EngineReading
 from .engines import Engine
-from .engines.vllm_local import VllmEngine, VllmOptions
+from .engines.vllm_local import VllmEngine
+from .engines.vllm_options import VllmOptions
 from .errors import InvalidRequest, ResponseNotFound, RunNotFound, TextGenError
 from .experiments import Arena, Evaluations
 from .generation import Generation
@@ -204,22 +205,8 @@ class TextGen:
         await VllmEngine.check(model_id, folder, self._vllm_options(model_id))
 
     def _vllm_options(self, model_id: str) -> VllmOptions:
-        s = self.settings
-        return VllmOptions(
-            dtype=s.DTYPE,
-            max_model_len=s.MAX_MODEL_LEN,
-            tensor_parallel_size=s.TENSOR_PARALLEL_SIZE,
-            pipeline_parallel_size=s.PIPELINE_PARALLEL_SIZE,
-            distributed_executor_backend=s.DISTRIBUTED_EXECUTOR_BACKEND,
-            gpu_memory_utilization=s.GPU_MEMORY_UTILIZATION,
-            max_num_batched_tokens=s.MAX_NUM_BATCHED_TOKENS,
-            enforce_eager=s.ENFORCE_EAGER,
-            cpu_kvcache_gb=s.VLLM_CPU_KVCACHE_SPACE,
-            niceness=s.ENGINE_NICENESS,
-            max_lora_rank=s.MAX_LORA_RANK if s.ENABLE_LORA else None,
-            max_loras=s.MAX_LORAS,
-            serve_args=self.models.serve_args(model_id, s.VLLM_SERVE_ARGS),
-        )
+        return VllmOptions.of(self.settings,
+                              self.models.serve_args(model_id, self.settings.VLLM_SERVE_ARGS))
 
     # --- models ---------------------------------------------------------------------------
 

@@ -73,14 +73,14 @@ def test_every_setting_is_in_the_settings_reference() -> None:
 
 
 def test_the_default_model_is_served_with_a_tool_call_parser() -> None:
-    from textgen.engines.vllm_local import parse_serve_args
+    from textgen.engines.vllm_options import parse_serve_args
 
     args = parse_serve_args(["--model", "m", *CATALOG_BY_ID[DEFAULT_MODEL].serve_args])
     assert args.enable_auto_tool_choice and args.tool_call_parser == "hermes"
 
 
 def test_bad_serve_flags_are_refused_with_a_reason() -> None:
-    from textgen.engines.vllm_local import parse_serve_args
+    from textgen.engines.vllm_options import parse_serve_args
 
     with pytest.raises(ValueError, match="serve flags"):
         parse_serve_args(["--model", "m", "--no-such-flag"])

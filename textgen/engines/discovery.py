@@ -29,6 +29,12 @@ def served_models(content: bytes) -> list[dict[str, Any]]:
         raise ValueError("not a /v1/models answer") from exc
 
 
+def adapters_of(models: list[dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    """The LoRA adapters among them: id -> (`parent`, `root`) of the model card."""
+    return {m["id"]: (m["parent"], m.get("root")) for m in models
+            if isinstance(m.get("parent"), str) and m["parent"] != m["id"]}
+
+
 def runner_of(openapi: bytes) -> Literal["generate", "pooling"] | None:
     """What vLLM serves a server's model as, from the routes its `/openapi.json` lists: vLLM's
     server registers a generator's routes or a pooling model's, never both (its model card

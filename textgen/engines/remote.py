@@ -40,7 +40,7 @@ from ..errors import (
 from ..jsoncodec import dumps
 from ..request import OpenAIRequest
 from .base import EngineReply
-from .discovery import guess_spec, runner_of, served_models, weights_ids
+from .discovery import adapters_of, guess_spec, runner_of, served_models, weights_ids
 from .endpoint import Endpoint, base_url
 from .health import ReplicaInfo, ServerHealth, State
 from .http11 import Http11Transport, StaleConnection
@@ -172,8 +172,7 @@ class RemoteServer:
             ) from exc
         self.models = tuple(m["id"] for m in models)
         self.model_roots = weights_ids(models)  # part of the cache key
-        self.adapters = {m["id"]: (m["parent"], m.get("root")) for m in models
-                         if isinstance(m.get("parent"), str) and m["parent"] != m["id"]}
+        self.adapters = adapters_of(models)
         return models
 
     async def read_runner(self) -> None:

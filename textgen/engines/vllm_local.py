@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,45 +30,17 @@ from ..request import OpenAIRequest
 from . import vllm_routes
 from .base import EngineReply
 from .errors import adapter_error, engine_error, rejection, stream_error
+from .vllm_options import (
+    VllmOptions,
+    parse_serve_args,
+    prepare_environment,
+    serve_argv,
+    weights_identity,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Files whose size and time identify the weights, tokenizer and template behind a model.
-_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.json", "*.jinja", "tokenizer.model")
-
-
-@dataclass(frozen=True, slots=True)
-class VllmOptions:
-    """The engine flags of the seed's `vllm serve` example, from Settings, plus per-model flags."""
-
-    dtype: str = "auto"
-    max_model_len: int | None = 2048
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    distributed_executor_backend: str | None = None
-    gpu_memory_utilization: float = 0.90
-    max_num_batched_tokens: int | None = 8192
-    enforce_eager: bool | None = None
-    cpu_kvcache_gb: int = 1
-    # Nice value of the engine's processes (the engine core and its workers), not the lab's.
-    niceness: int = 0
-    # LoRA: on when a largest rank is given (vLLM's --enable-lora --max-lora-rank --max-loras).
-    max_lora_rank: int | None = None
-    max_loras: int = 1
-    # More `vllm serve` flags for this model (tool-call parser, chat template, ...).
-    serve_args: tuple[str, ...] = ()
-
-
-def _prepare_environment(options: VllmOptions) -> None:
-    # vLLM reads these from the environment (also in its spawned engine-core process). The lab
-    # never downloads weights: a model that is not on disk must fail at once, not hang.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gb))
-
 
 async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
     """Run `call` in a thread of its own whose nice value is `niceness` (never raised: that
@@ -90,58 +60,6 @@ async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
         return await asyncio.get_running_loop().run_in_executor(thread, call)
     finally:
         thread.shutdown(wait=False)  # never block the event loop on a start being cancelled
-
-
-def serve_argv(model_id: str, folder: Path, options: VllmOptions) -> list[str]:
-    """The `vllm serve` command line for one model: the seed's flags, then the model's own."""
-    from vllm.platforms import current_platform
-
-    dtype = options.dtype
-    if dtype == "auto" and current_platform.is_cpu() and not _cpu_has_native_bf16():
-        # Without AVX-512 BF16/AMX every bf16 matmul is converted on the fly: measured on a
-        # 2-core AVX2 machine, bf16 stays at ~15 tok/s however many requests are batched,
-        # float32 batches (56 tok/s for 16). benchmarks/RESULTS.md has the figures.
-        dtype = "float32"
-    enforce_eager = options.enforce_eager
-    if enforce_eager is None:
-        # Compiling costs 45-70 s at every start on a CPU for ~20% more speed.
-        enforce_eager = current_platform.is_cpu()
-    argv = [
-        "--model", str(folder), "--tokenizer", str(folder),
-        "--served-model-name", model_id,
-        "--dtype", dtype,
-        "--tensor-parallel-size", str(options.tensor_parallel_size),
-        "--pipeline-parallel-size", str(options.pipeline_parallel_size),
-        "--gpu-memory-utilization", str(options.gpu_memory_utilization),
-    ]
-    if options.distributed_executor_backend:
-        argv += ["--distributed-executor-backend", options.distributed_executor_backend]
-    if options.max_model_len:
-        argv += ["--max-model-len", str(options.max_model_len)]
-    if options.max_num_batched_tokens:
-        argv += ["--max-num-batched-tokens", str(options.max_num_batched_tokens)]
-    if enforce_eager:
-        argv.append("--enforce-eager")
-    if options.max_lora_rank:
-        argv += ["--enable-lora", "--max-lora-rank", str(options.max_lora_rank),
-                 "--max-loras", str(options.max_loras)]
-    return argv + list(options.serve_args)
-
-
-def parse_serve_args(argv: list[str]) -> Any:
-    """vLLM's own parser and checks for `vllm serve` flags; a bad flag is a ValueError."""
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve", exit_on_error=False))
-    try:
-        args = parser.parse_args(argv)
-        validate_parsed_serve_args(args)
-    except SystemExit:  # argparse's way of refusing, after printing why to stderr
-        raise ValueError(f"vLLM refused the serve flags {' '.join(argv)!r}") from None
-    except Exception as exc:
-        raise ValueError(f"vLLM refused the serve flags: {exc}") from exc
-    return args
 
 
 class _RawRequest:
@@ -181,7 +99,7 @@ class VllmEngine:
         and the folder's model config is read and matched to an architecture. Doing that here
         lets the registry keep the model it would evict for a model that cannot load.
         """
-        _prepare_environment(options)
+        prepare_environment(options)
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         args = parse_serve_args(serve_argv(model_id, folder, options))
@@ -191,7 +109,7 @@ class VllmEngine:
     @classmethod
     async def start(cls, model_id: str, folder: Path, options: VllmOptions) -> VllmEngine:
         """Start vLLM on a local Hugging Face folder (about 20 s on a CPU)."""
-        _prepare_environment(options)
+        prepare_environment(options)
         from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -404,22 +322,4 @@ def _raise_if_cancelled() -> None:
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
 
-
-def weights_identity(folder: Path, argv: list[str]) -> str:
-    """A digest of the model folder's files (names, sizes, times) and the serve flags."""
-    digest = hashlib.sha256(str(folder.resolve()).encode())
-    for pattern in _WEIGHT_FILES:
-        for path in sorted(folder.glob(pattern)):
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update("\0".join(argv).encode())
-    return digest.hexdigest()[:32]
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,29 @@ class RunRecord:
 
     def row(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def matches(self, model: str | None, mode: str | None, text: str | None,
+                experiment: str | None, before: float | None) -> bool:
+        """Whether the store's filters find it (a run still in memory, as the query would)."""
+        if model and self.model != model:
+            return False
+        if mode and self.mode != mode:
+            return False
+        if experiment and self.experiment != experiment:
+            return False
+        if before is not None and self.created >= before:
+            return False
+        if text:
+            # The request as the database holds it (JSON), so a buffered run matches as it
+            # will once written.
+            needle = text.lower()
+            return needle in self.text.lower() or needle in as_json(self.request).lower()
+        return True
+
+
+def as_json(value: Any) -> str:
+    """JSON as the store writes it (Unicode as it is)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def reply_text(answer: dict[str, Any]) -> str:

@@ -12,24 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Text, cast, delete, event, func, insert, or_, select, update
+from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ExperimentNotFound, RunNotFound, RunStoreUnavailable
 from ..metrics import Metrics
 from . import migrate
+from .database import open_engine
 from .record import RunRecord
 from .tables import ExperimentRow, RunRow, ScoreRow
 
@@ -84,14 +83,7 @@ class RunStore:
         if not self.enabled or self._writer is not None:
             return
         assert self.url is not None
-        url = make_url(self.url)
-        _make_sqlite_folder(url)
-        # Unicode as it is (SQLite stores JSON as text): a search for "café" finds it.
-        self._engine = create_async_engine(
-            url, pool_pre_ping=True,
-            json_serializer=_as_json)
-        if url.get_backend_name() == "sqlite":
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = open_engine(self.url)
         self._writer = asyncio.create_task(self._write_forever(), name="run store writer")
 
     async def close(self, grace: float = 5.0) -> None:
@@ -226,7 +218,7 @@ class RunStore:
         """Runs, newest first, filtered by model, mode, a text in the request or the reply,
         experiment, and (for paging) created before a time."""
         waiting = [r for r in (*self._writing, *self._pending)
-                   if _matches(r, model, mode, text, experiment, before)]
+                   if r.matches(model, mode, text, experiment, before)]
         query = select(RunRow).order_by(RunRow.created.desc()).limit(limit)
         if model:
             query = query.where(RunRow.model == model)
@@ -375,41 +367,3 @@ class RunStore:
         if self._failing is not None:
             log.info("run store: the database is back; buffered runs are being written")
             self._failing = None
-
-
-def _matches(record: RunRecord, model: str | None, mode: str | None, text: str | None,
-             experiment: str | None, before: float | None) -> bool:
-    if model and record.model != model:
-        return False
-    if mode and record.mode != mode:
-        return False
-    if experiment and record.experiment != experiment:
-        return False
-    if before is not None and record.created >= before:
-        return False
-    if text:
-        # The request as the database holds it (JSON), so a buffered run matches as it will
-        # once written.
-        needle = text.lower()
-        return needle in record.text.lower() or needle in _as_json(record.request).lower()
-    return True
-
-
-def _as_json(value: Any) -> str:
-    """JSON as the store writes it (Unicode as it is)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _make_sqlite_folder(url: URL) -> None:
-    """SQLite creates the file on first use, but not its folder (LAB_DATA_DIR)."""
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL: History reads while the writer writes; a busy timeout instead of "database is locked"
-    # when two processes (a lab and a notebook) share the file.
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
