@@ -1,7 +1,8 @@
 """The run store's schema brought up to date by Alembic, on the store's own connection.
 
 Several lab replicas may start at once against one PostgreSQL: each takes the same advisory
-lock first, so one migrates and the others find the schema done.
+lock first, so one migrates and the others find the schema done. On SQLite (a lab and a
+notebook on one file, or two labs) the database's own write lock does the same.
 """
 
 from __future__ import annotations
@@ -38,5 +39,10 @@ def upgrade(connection: Connection) -> None:
     """Migrate to the newest schema (run through `AsyncConnection.run_sync`)."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+    elif connection.dialect.name == "sqlite":
+        # Python's sqlite3 has not begun a transaction yet (it does so before DML only): take
+        # the write lock before reading the revision, so a second migrator waits for the
+        # first (busy_timeout) and then finds the schema done, rather than creating it again.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     if current(connection) != head():
         command.upgrade(config(connection), "head")
