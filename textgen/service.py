@@ -121,8 +121,10 @@ class TextGen:
         watch = asyncio.create_task(self._log_readiness(), name="readiness log")
         self._background.add(watch)
         watch.add_done_callback(self._background.discard)
-        # Evaluations a stopped lab left running go on once the default model is in.
+        # Evaluations a stopped lab left running go on once the default model is in; the
+        # claims on those this lab runs are renewed from now on.
         self._in_background(self._resume_evaluations(), "resume evaluations")
+        self._in_background(self.evaluations.watch(), "evaluation claims")
         if s.MODEL:
             load = asyncio.create_task(self.lifecycle.load(s.MODEL), name="load default model")
             self._background.add(load)

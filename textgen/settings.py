@@ -254,6 +254,11 @@ class Settings(BaseSettings):
     RUNS_MAX_RUNS: int = Field(
         100_000, ge=0, description="Most runs kept; past it the oldest are deleted; 0 = no limit."
     )
+    EVALUATION_LEASE_SECONDS: float = Field(
+        30.0, gt=0, description="How long a lab's claim on an evaluation it runs holds unless "
+        "renewed (every third of it): an evaluation whose lab stopped without a word (killed, "
+        "or a replica on the same database that died) is taken over once its claim lapses.",
+    )
     RUNS_BUFFER_MAX: int = Field(
         10_000, ge=1, description="Runs held in memory while the database is down; past it the "
         "oldest are dropped (text_run_store_dropped_total).",

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from textgen.experiments import Config, EvaluationSpec, datasets, grid
+from textgen.experiments.evaluation import shown
 
 from ..deps import Authorized, TextGenDep
 
@@ -90,7 +91,7 @@ async def list_evaluations(textgen: TextGenDep,
                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     rows = await textgen.runs.experiments(kind="evaluation", limit=limit)
     return {"object": "list", "data": [
-        {**{k: v for k, v in r.items() if k != "spec"}, "object": "evaluation"} for r in rows]}
+        {**shown(r), "object": "evaluation"} for r in rows]}
 
 
 @router.get("/lab/evaluations/{experiment}", summary="An evaluation's state and summary")

@@ -173,8 +173,9 @@ async def test_the_choice_scorer_picks_what_lm_eval_picks(lab: LabServer,
 def test_an_evaluation_resumes_after_the_lab_is_killed(tmp_path: Path) -> None:
     """SIGKILL mid-way (no shutdown at all), then a new lab on the same data directory: the
     evaluation goes on from the scores already written and ends with every item scored once."""
+    # The killed lab's claim lapses 5 s after its last renewal; the next lab takes it over then.
     env = {"LAB_DATA_DIR": str(tmp_path), "REDIS_URL": "", "METRICS_PORT": "0",
-           "TEXT_GEN_API_TOKEN": ""}
+           "TEXT_GEN_API_TOKEN": "", "EVALUATION_LEASE_SECONDS": "5"}
     questions = [f"Count from {n} to {n + 5}." for n in range(24)]
     dataset = "".join(json.dumps({"prompt": q, "reference": "x"}) + "\n" for q in questions)
     with lab_server(env, wait_model=DEFAULT_MODEL) as first:

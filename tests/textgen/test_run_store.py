@@ -146,7 +146,7 @@ async def test_the_schema_is_alembics_head(store: RunStore) -> None:
     assert await store.count() == 0  # a read waits for the schema, as a write does
     engine = create_async_engine(store.url)
     async with engine.connect() as conn:
-        assert await conn.run_sync(migrate.current) == migrate.head() == "0003"
+        assert await conn.run_sync(migrate.current) == migrate.head() == "0004"
         tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
     await engine.dispose()
     assert {"runs", "experiments", "scores", "votes", "alembic_version"} <= set(tables)
@@ -209,6 +209,21 @@ async def test_closing_while_a_batch_is_written_writes_it_and_returns(tmp_path: 
         assert [r.text for r in await again.runs()] == ["answer 2", "answer 1"]
     finally:
         await again.close()
+
+
+async def test_three_stores_migrate_one_new_sqlite_file_at_once(tmp_path: Path) -> None:
+    """A lab and a notebook (or two labs) on one new file: SQLite's write lock lets one
+    migrate, the others wait and find the schema done (without it, one failed with
+    "table already exists" and its first write was refused)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
+    stores = [RunStore(url, Metrics(), flush_seconds=0.01) for _ in range(3)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        assert await asyncio.gather(*(s.count() for s in stores)) == [0, 0, 0]
+        assert all(s.health()["status"] == "ok" for s in stores)
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_two_stores_migrate_one_postgres_at_once(tmp_path: Path) -> None:

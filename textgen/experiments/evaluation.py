@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 # Refusals that pass (a busy engine, a limit, a model loading): an item waits and retries.
 _PASSING = (RateLimited, EngineOverloaded, ModelNotReady, GenerationInterrupted, BackendDown)
 _RETRIES = 60
+# An experiment's columns its status leaves out: the definition, and which lab holds it.
+_UNSHOWN = ("spec", "lease_owner", "lease_until")
 
 
 @dataclass
@@ -62,7 +66,13 @@ class Evaluations:
         self.store = textgen.runs
         self.progress: dict[str, Progress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._launched: set[str] = set()  # every evaluation this process has run
+        # Who this lab is to the others on the same database, and how long its claim on an
+        # evaluation it runs holds unless renewed (a lab that dies stops renewing).
+        self.owner = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lease = textgen.settings.EVALUATION_LEASE_SECONDS
+        self._lost: set[str] = set()  # claims taken over or ended elsewhere: stop, write nothing
+        self._resuming = False  # the lab is ready: take up evaluations no lab holds
+        self.resume_passes = 0  # looks at what no lab holds so far (for whoever waits on one)
         # Python scorers of this process's evaluations (a function cannot be stored).
         self._functions: dict[str, scorers.Scorer] = {}
         self._stopping = False  # the lab is stopping: runs stay `running`, to resume
@@ -78,6 +88,7 @@ class Evaluations:
             "id": experiment, "kind": "evaluation", "name": spec.name or experiment,
             "created": time.time(), "status": "running", "error": None, "spec": spec.to_json(),
             "total": spec.total, "finished": None,
+            "lease_owner": self.owner, "lease_until": time.time() + self.lease,
         })
         if callable(spec.scorer):
             self._functions[experiment] = spec.scorer
@@ -85,20 +96,48 @@ class Evaluations:
         return experiment
 
     async def resume(self) -> None:
-        """At start: go on with the evaluations a stopped lab left running."""
+        """Go on with the evaluations no lab holds: left running by a lab that stopped (this
+        one's last start, or a replica on the same database), once their claim is released or
+        has lapsed. Called when the lab is ready, then by `watch` for as long as it runs."""
+        self._resuming = True
+        if self._stopping:
+            return
         with contextlib.suppress(TextGenError):
             for row in await self.store.experiments(kind="evaluation", status="running"):
-                if row["id"] in self._launched:
-                    continue  # started by this process while it got ready: not a leftover
-                spec = EvaluationSpec.from_json(row["spec"])
+                if row["id"] in self._tasks:
+                    continue  # this lab runs it (started while the lab got ready, say)
+                if not await self.store.claim_experiment(row["id"], self.owner, self.lease):
+                    continue  # another lab runs it
+                self._lost.discard(row["id"])
                 if row["spec"].get("scorer") == {"name": "python"}:
                     await self.store.update_experiment(
-                        row["id"], status="failed", finished=time.time(),
+                        row["id"], status="failed", finished=time.time(), lease_owner=None,
+                        lease_until=None,
                         error="Its Python scorer lived in the process that stopped: run it "
                               "again from the notebook.")
                     continue
                 log.info("resuming evaluation %s", row["id"])
-                self._launch(row["id"], spec)
+                self._launch(row["id"], EvaluationSpec.from_json(row["spec"]))
+        self.resume_passes += 1
+
+    async def watch(self) -> None:
+        """For as long as the lab runs: renew the claims on the evaluations it runs, stop one
+        whose claim it lost (cancelled by another lab, or taken over after this lab was too
+        slow to renew), and take up those whose lab stopped (`resume`, once the lab is ready)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            for experiment, task in list(self._tasks.items()):
+                try:
+                    held = await self.store.claim_experiment(experiment, self.owner, self.lease)
+                except TextGenError:
+                    continue  # the database is down: the runs wait in its buffer meanwhile
+                if not held and not task.done():
+                    log.info("evaluation %s: its claim is gone (ended or taken over "
+                             "elsewhere); stopping here", experiment)
+                    self._lost.add(experiment)
+                    task.cancel()
+            if self._resuming:
+                await self.resume()
 
     async def cancel(self, experiment: str) -> None:
         """Stop an evaluation; what was scored stays. One that has ended keeps its status."""
@@ -113,12 +152,15 @@ class Evaluations:
                                                finished=time.time())
 
     async def close(self) -> None:
-        """The lab is stopping: stop the runs, leaving them `running` to resume next start."""
+        """The lab is stopping: stop the runs, leaving them `running` and unclaimed, for the
+        next lab (or another replica) to go on with at once."""
         self._stopping = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(TextGenError):
+            await self.store.release_experiments(self.owner)
 
     async def wait(self, experiment: str, *, show_progress: bool = False) -> dict[str, Any]:
         """Wait for an evaluation of this process to end (with a tqdm bar in a notebook); its
@@ -137,17 +179,20 @@ class Evaluations:
                 bar.update(progress.done - bar.n)
         return await self.status(experiment)
 
+    def running(self) -> set[str]:
+        """The evaluations this lab runs now (another lab may run others of the database's)."""
+        return set(self._tasks)
+
     async def status(self, experiment: str) -> dict[str, Any]:
         row = await self.store.experiment(experiment)
         progress = self.progress.get(experiment)
         done = progress.done if progress is not None else len(await self.store.scores(experiment))
-        return {**{k: v for k, v in row.items() if k != "spec"}, "done": done,
+        return {**shown(row), "done": done,
                 "failed": progress.failed if progress is not None else None}
 
     def _launch(self, experiment: str, spec: EvaluationSpec) -> None:
         task = asyncio.create_task(self._run(experiment, spec), name=f"evaluation {experiment}")
         self._tasks[experiment] = task
-        self._launched.add(experiment)
         task.add_done_callback(lambda _: self._tasks.pop(experiment, None))
 
     # --- running ----------------------------------------------------------------------------
@@ -169,8 +214,8 @@ class Evaluations:
             else:
                 await self._run_items(experiment, spec)
         except asyncio.CancelledError:
-            if self._stopping:
-                raise  # left `running`: the next start resumes it
+            if self._stopping or experiment in self._lost:
+                raise  # left `running` for the next start, or ended elsewhere: not ours to say
             status = "cancelled"
         except TextGenError as exc:
             status, error = "failed", exc.message
@@ -178,7 +223,8 @@ class Evaluations:
             log.exception("evaluation %s failed", experiment)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         await self.store.update_experiment(experiment, status=status, error=error,
-                                           finished=time.time())
+                                           finished=time.time(), lease_owner=None,
+                                           lease_until=None)
 
     async def _has_scores(self, experiment: str, config: Config) -> bool:
         return any(r["config"] == config.label for r in await self.store.scores(experiment))
@@ -302,6 +348,11 @@ class Evaluations:
         row = await self.store.experiment(experiment)
         labels = [Config(**c).label for c in row["spec"]["configs"]]
         return Results.of(labels, await self.store.scores(experiment), row["spec"]["configs"])
+
+
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's record as the lab shows it: not its definition, nor who holds it."""
+    return {k: v for k, v in row.items() if k not in _UNSHOWN}
 
 
 def _text(response: dict[str, Any]) -> str:

@@ -298,6 +298,27 @@ class RunStore:
             await conn.execute(update(ExperimentRow).where(ExperimentRow.id == experiment)
                                .values(**values))
 
+    async def claim_experiment(self, experiment: str, owner: str, seconds: float) -> bool:
+        """Hold a running experiment as `owner` for `seconds` from now (or renew the hold);
+        False when it is not running, or another owner holds it and its claim has not lapsed.
+        One statement, so two labs claiming at once cannot both get it."""
+        now = time.time()
+        claimable = or_(ExperimentRow.lease_owner == owner, ExperimentRow.lease_until.is_(None),
+                        ExperimentRow.lease_until < now)
+        async with self.transaction("experiment") as conn:
+            result = await conn.execute(
+                update(ExperimentRow)
+                .where(ExperimentRow.id == experiment, ExperimentRow.status == "running",
+                       claimable)
+                .values(lease_owner=owner, lease_until=now + seconds))
+        return result.rowcount == 1
+
+    async def release_experiments(self, owner: str) -> None:
+        """Give up `owner`'s claims (a lab stopping cleanly): the next lab takes them at once."""
+        async with self.transaction("experiment") as conn:
+            await conn.execute(update(ExperimentRow).where(ExperimentRow.lease_owner == owner)
+                               .values(lease_owner=None, lease_until=None))
+
     async def experiment(self, experiment: str) -> dict[str, Any]:
         async with self.transaction("read") as conn:
             row = (await conn.execute(select(ExperimentRow).where(

@@ -77,6 +77,10 @@ class ExperimentRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(Document, nullable=False)
     total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     finished: Mapped[float | None] = mapped_column(Float)
+    # While running: the lab that runs it, and until when its claim holds (renewed while it
+    # runs; a lapsed claim is another lab's to take: textgen.experiments.evaluation).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
 
 
 class ScoreRow(Base):
