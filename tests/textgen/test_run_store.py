@@ -314,3 +314,50 @@ async def test_no_url_means_no_store() -> None:
     with pytest.raises(RunStoreUnavailable):
         await store.runs()
     await store.close()
+
+
+async def test_a_database_outage_during_generation_loses_no_answer_and_no_run(
+        tmp_path: Path) -> None:
+    """Through the lab's own path: PostgreSQL stops while a kept request generates. Every
+    request is answered, /health says the store is degraded, and once the database is back
+    every run is in it. (The engine is a fake, tests/support/fake_engines.py, to hold a
+    request open while the database goes away; the database is real.)"""
+    from tests.support.fake_engines import FakeStarter
+    from textgen import OpenAIRequest, Settings, TextGen
+
+    model = "local/fake"
+    with postgres_server() as server:
+        starter = FakeStarter()
+        settings = Settings(MODEL=model, MODEL_PATHS={model: tmp_path}, VLLM_ENDPOINT="",
+                            METRICS_PORT=0, LAB_DATA_DIR=tmp_path,
+                            RUNS_DATABASE_URL=server.url)  # type: ignore[arg-type]
+        tg = TextGen(settings, engine_starter=starter.start)
+        await tg.start()
+        engine = starter.engines[0]
+
+        def kept(prompt: str) -> OpenAIRequest:
+            return OpenAIRequest("completions", {"model": model, "prompt": prompt},
+                                 record="api", write_cache=False, read_cache=False)
+
+        try:
+            await tg.complete(kept("before"))
+            await tg.runs.flush()
+            held = asyncio.create_task(tg.complete(kept("hold")))  # held by the fake engine
+            await asyncio.wait_for(engine.holding.wait(), 10)
+            server.stop()
+            engine.release.set()
+            answers = [await held, await tg.complete(kept("during"))]
+            assert all(a["choices"][0]["text"] == "Hello world" for a in answers)
+            deadline = time.monotonic() + 30
+            while tg.health()["run_store"]["status"] != "degraded":
+                assert time.monotonic() < deadline, "the outage never showed in /health"
+                await asyncio.sleep(0.05)
+            assert tg.runs.buffered() == 2
+            server.start()
+            await tg.complete(kept("after"))
+            await tg.runs.flush(within=60)
+            assert tg.health()["run_store"]["status"] == "ok"
+            prompts = [r.request["prompt"] for r in await tg.runs.runs(mode="api")]
+            assert prompts == ["after", "during", "hold", "before"]
+        finally:
+            await tg.close()
