@@ -124,7 +124,7 @@ class TextGen:
         # Evaluations a stopped lab left running go on once the default model is in; the
         # claims on those this lab runs are renewed from now on.
         self._in_background(self._resume_evaluations(), "resume evaluations")
-        self._in_background(self.evaluations.watch(), "evaluation claims")
+        self.evaluations.start_watching()
         if s.MODEL:
             load = asyncio.create_task(self.lifecycle.load(s.MODEL), name="load default model")
             self._background.add(load)
@@ -162,7 +162,8 @@ class TextGen:
             self.redis, CircuitBreaker("redis rate limiter", reply_errors=replies))
 
     async def _resume_evaluations(self) -> None:
-        await self.wait_ready()
+        with contextlib.suppress(Exception):  # a default model that failed to load: the
+            await self.wait_ready()          # evaluations of other models go on all the same
         await self.evaluations.resume()
 
     async def wait_ready(self) -> None:

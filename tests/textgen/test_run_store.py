@@ -152,6 +152,37 @@ async def test_the_schema_is_alembics_head(store: RunStore) -> None:
     assert {"runs", "experiments", "scores", "votes", "alembic_version"} <= set(tables)
 
 
+async def test_of_two_labs_claiming_one_evaluation_at_once_one_gets_it(store: RunStore) -> None:
+    """The claim is one statement: two stores (two labs) asking at once, one gets it; the
+    holder renews it, the other cannot; once lapsed it is the other's; an end written by a lab
+    that does not hold it writes nothing."""
+    experiment = f"eval-claim-{time.monotonic_ns()}"
+    await store.save_experiment({
+        "id": experiment, "kind": "evaluation", "name": "claimed", "created": time.time(),
+        "status": "running", "error": None, "spec": {}, "total": 1, "finished": None,
+        "lease_owner": None, "lease_until": None})
+    assert experiment in [r["id"] for r in await store.claimable_experiments("evaluation")]
+    other = RunStore(store.url, Metrics())
+    await other.start()
+    try:
+        got = await asyncio.gather(store.claim_experiment(experiment, "a", 30),
+                                   other.claim_experiment(experiment, "b", 30))
+        assert sorted(got) == [False, True]
+        holder, loser = ("a", "b") if got[0] else ("b", "a")
+        assert await store.claim_experiment(experiment, holder, 2.0)  # renewed, short now
+        assert not await other.claim_experiment(experiment, loser, 30)
+        assert experiment not in [r["id"] for r in await store.claimable_experiments("evaluation")]
+        assert not await store.end_experiment(experiment, loser, status="done")
+        await asyncio.sleep(2.1)  # the claim's own clock: it lapses 2 s after its renewal
+        assert await other.claim_experiment(experiment, loser, 30)  # lapsed: taken over
+        assert await store.end_experiment(experiment, loser, status="done", finished=time.time())
+        row = await store.experiment(experiment)
+        assert (row["status"], row["lease_owner"], row["lease_until"]) == ("done", None, None)
+    finally:
+        await other.close()
+        await store.delete_experiment(experiment)
+
+
 async def test_runs_survive_a_restart_of_the_store(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
     first = RunStore(url, Metrics(), flush_seconds=0.01)

@@ -24,14 +24,13 @@ from ..errors import (
     BackendDown,
     EngineOverloaded,
     GenerationInterrupted,
-    InvalidRequest,
     ModelNotReady,
     RateLimited,
     TextGenError,
 )
-from ..request import OpenAIRequest
 from . import scorers
 from .datasets import Item
+from .item_requests import choose, item_request
 from .results import Results
 from .spec import Config, EvaluationSpec
 
@@ -71,8 +70,11 @@ class Evaluations:
         self.owner = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lease = textgen.settings.EVALUATION_LEASE_SECONDS
         self._lost: set[str] = set()  # claims taken over or ended elsewhere: stop, write nothing
+        self._starting: set[str] = set()  # being recorded by `start`: this lab's already
+        self._finishing: set[str] = set()  # writing their end: their claims are not renewed
         self._resuming = False  # the lab is ready: take up evaluations no lab holds
         self.resume_passes = 0  # looks at what no lab holds so far (for whoever waits on one)
+        self._watch: asyncio.Task[None] | None = None
         # Python scorers of this process's evaluations (a function cannot be stored).
         self._functions: dict[str, scorers.Scorer] = {}
         self._stopping = False  # the lab is stopping: runs stay `running`, to resume
@@ -84,60 +86,92 @@ class Evaluations:
         for config in spec.configs:
             self.textgen.models.check_servable(config.model)  # unknown model: a 404 now
         experiment = f"eval-{uuid.uuid4().hex[:12]}"
-        await self.store.save_experiment({
-            "id": experiment, "kind": "evaluation", "name": spec.name or experiment,
-            "created": time.time(), "status": "running", "error": None, "spec": spec.to_json(),
-            "total": spec.total, "finished": None,
-            "lease_owner": self.owner, "lease_until": time.time() + self.lease,
-        })
-        if callable(spec.scorer):
-            self._functions[experiment] = spec.scorer
-        self._launch(experiment, spec)
+        self._starting.add(experiment)  # claimed by this lab from its first write
+        try:
+            await self.store.save_experiment({
+                "id": experiment, "kind": "evaluation", "name": spec.name or experiment,
+                "created": time.time(), "status": "running", "error": None,
+                "spec": spec.to_json(), "total": spec.total, "finished": None,
+                "lease_owner": self.owner, "lease_until": time.time() + self.lease,
+            })
+            if callable(spec.scorer):
+                self._functions[experiment] = spec.scorer
+            self._launch(experiment, spec)
+        finally:
+            self._starting.discard(experiment)
         return experiment
+
+    def start_watching(self) -> None:
+        """From the lab's start to its close: renew the claims on the evaluations this lab runs,
+        stop one whose claim it lost, and take up those whose lab stopped (once `resume` has
+        run, when the lab is ready)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_forever(), name="evaluation claims")
 
     async def resume(self) -> None:
         """Go on with the evaluations no lab holds: left running by a lab that stopped (this
         one's last start, or a replica on the same database), once their claim is released or
-        has lapsed. Called when the lab is ready, then by `watch` for as long as it runs."""
+        has lapsed."""
         self._resuming = True
-        if self._stopping:
-            return
         with contextlib.suppress(TextGenError):
-            for row in await self.store.experiments(kind="evaluation", status="running"):
-                if row["id"] in self._tasks:
-                    continue  # this lab runs it (started while the lab got ready, say)
-                if not await self.store.claim_experiment(row["id"], self.owner, self.lease):
-                    continue  # another lab runs it
-                self._lost.discard(row["id"])
-                if row["spec"].get("scorer") == {"name": "python"}:
-                    await self.store.update_experiment(
-                        row["id"], status="failed", finished=time.time(), lease_owner=None,
-                        lease_until=None,
-                        error="Its Python scorer lived in the process that stopped: run it "
-                              "again from the notebook.")
-                    continue
-                log.info("resuming evaluation %s", row["id"])
-                self._launch(row["id"], EvaluationSpec.from_json(row["spec"]))
+            for row in await self.store.claimable_experiments("evaluation"):
+                await self._take_up(row)
         self.resume_passes += 1
 
-    async def watch(self) -> None:
-        """For as long as the lab runs: renew the claims on the evaluations it runs, stop one
-        whose claim it lost (cancelled by another lab, or taken over after this lab was too
-        slow to renew), and take up those whose lab stopped (`resume`, once the lab is ready)."""
+    def _ours(self, experiment: str) -> bool:
+        return experiment in self._tasks or experiment in self._starting
+
+    async def _take_up(self, row: dict[str, Any]) -> None:
+        experiment = row["id"]
+        if self._stopping or self._ours(experiment):
+            return
+        if not await self.store.claim_experiment(experiment, self.owner, self.lease):
+            return  # another lab got there first
+        if self._stopping or self._ours(experiment):  # (while the claim was on its way)
+            return
+        self._lost.discard(experiment)
+        try:
+            spec = EvaluationSpec.from_json(row["spec"])
+        except Exception as exc:  # a definition this lab cannot read (a newer lab's, say)
+            await self.store.end_experiment(
+                experiment, self.owner, status="failed", finished=time.time(),
+                error=f"Its definition cannot be read here ({type(exc).__name__}: {exc}).")
+            return
+        if row["spec"].get("scorer") == {"name": "python"} and experiment not in self._functions:
+            await self.store.end_experiment(
+                experiment, self.owner, status="failed", finished=time.time(),
+                error="Its Python scorer lived in the process that stopped: run it again from "
+                      "the notebook.")
+            return
+        log.info("resuming evaluation %s", experiment)
+        self._launch(experiment, spec)
+
+    async def _watch_forever(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            for experiment, task in list(self._tasks.items()):
-                try:
-                    held = await self.store.claim_experiment(experiment, self.owner, self.lease)
-                except TextGenError:
-                    continue  # the database is down: the runs wait in its buffer meanwhile
-                if not held and not task.done():
-                    log.info("evaluation %s: its claim is gone (ended or taken over "
-                             "elsewhere); stopping here", experiment)
-                    self._lost.add(experiment)
-                    task.cancel()
-            if self._resuming:
-                await self.resume()
+            try:
+                await self._renew()
+                if self._resuming:
+                    await self.resume()
+            except Exception:  # never end the renewals: the claims would lapse under live runs
+                log.exception("evaluation claims: a pass failed")
+
+    async def _renew(self) -> None:
+        """Renew this lab's claims; stop a run whose claim is gone (cancelled by another lab,
+        or taken over after this lab was too slow to renew), writing nothing."""
+        for experiment, task in list(self._tasks.items()):
+            if experiment in self._finishing or task.done():
+                continue
+            try:
+                held = await self.store.claim_experiment(experiment, self.owner, self.lease)
+            except TextGenError:
+                continue  # the database is down: the runs wait in its buffer meanwhile
+            if not held and experiment not in self._finishing and not task.done():
+                log.info("evaluation %s: its claim is gone (ended or taken over elsewhere); "
+                         "stopping here", experiment)
+                self._lost.add(experiment)
+                self.progress.pop(experiment, None)  # its state is the database's now
+                task.cancel()
 
     async def cancel(self, experiment: str) -> None:
         """Stop an evaluation; what was scored stays. One that has ended keeps its status."""
@@ -147,14 +181,17 @@ class Evaluations:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        elif row["status"] == "running":  # left running by a lab that stopped
-            await self.store.update_experiment(experiment, status="cancelled",
-                                               finished=time.time())
+        elif row["status"] == "running":  # run by another lab (it stops at its next renewal)
+            await self.store.end_experiment(experiment, None, status="cancelled",
+                                            finished=time.time())
 
     async def close(self) -> None:
         """The lab is stopping: stop the runs, leaving them `running` and unclaimed, for the
         next lab (or another replica) to go on with at once."""
         self._stopping = True
+        if self._watch is not None:  # first: no pass may claim or launch from here on
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -193,7 +230,12 @@ class Evaluations:
     def _launch(self, experiment: str, spec: EvaluationSpec) -> None:
         task = asyncio.create_task(self._run(experiment, spec), name=f"evaluation {experiment}")
         self._tasks[experiment] = task
-        task.add_done_callback(lambda _: self._tasks.pop(experiment, None))
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(experiment) is done:
+                del self._tasks[experiment]
+
+        task.add_done_callback(ended)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -222,9 +264,14 @@ class Evaluations:
         except Exception as exc:  # a bug or lm-eval's own failure: say so on the record
             log.exception("evaluation %s failed", experiment)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-        await self.store.update_experiment(experiment, status=status, error=error,
-                                           finished=time.time(), lease_owner=None,
-                                           lease_until=None)
+        # Only while this lab holds it: cancelled or taken over elsewhere meanwhile, the end
+        # is the other lab's to write.
+        self._finishing.add(experiment)
+        try:
+            await self.store.end_experiment(experiment, self.owner, status=status, error=error,
+                                            finished=time.time())
+        finally:
+            self._finishing.discard(experiment)
 
     async def _has_scores(self, experiment: str, config: Config) -> bool:
         return any(r["config"] == config.label for r in await self.store.scores(experiment))
@@ -284,63 +331,18 @@ class Evaluations:
                       config: Config, item: Item, spec: EvaluationSpec,
                       chosen: scorers.Scorer | str) -> None:
         if chosen == scorers.CHOICE:
-            best = await self._choose(experiment, request_id, config, item)
+            best = await choose(self.textgen, experiment, request_id, config, item)
             assert item.choices is not None
             row["output"] = item.choices[best]
             row["score"] = float(best == item.answer)
             return
         assert callable(chosen)
         response = await self.textgen.complete(
-            self._request(experiment, request_id, config, item, spec))
+            item_request(experiment, request_id, config, item, spec))
         row["output"] = _text(response)
         row["completion_tokens"] = int((response.get("usage") or {}).get(
             "completion_tokens") or 0)
         row["score"] = chosen(item, row["output"])
-
-    def _request(self, experiment: str, request_id: str, config: Config, item: Item,
-                 spec: EvaluationSpec) -> OpenAIRequest:
-        body: dict[str, Any] = {"model": config.model, "max_tokens": spec.max_tokens,
-                                "temperature": 0, **config.settings}
-        if spec.route == "chat":
-            messages = item.messages or [{"role": "user", "content": item.prompt}]
-            if config.system:
-                messages = [{"role": "system", "content": config.system}, *messages]
-            body["messages"] = messages
-        else:
-            if item.prompt is None:
-                raise InvalidRequest(f"Item {item.id} is a conversation: evaluate it on the "
-                                     "chat route.", param="route")
-            body["prompt"] = (config.system + "\n\n" if config.system else "") + item.prompt
-        return OpenAIRequest(spec.route, body, request_id=request_id, record="evaluation",
-                             experiment=experiment)
-
-    async def _choose(self, experiment: str, request_id: str, config: Config,
-                      item: Item) -> int:
-        """The choice with the highest log-likelihood after the prompt, as lm-eval computes
-        it: the context's and each continuation's tokens, one echo request scoring them all."""
-        assert item.prompt is not None and item.choices is not None
-        context = (config.system + "\n\n" if config.system else "") + item.prompt
-        # lm-eval's rule: the context's trailing spaces belong to each continuation.
-        stripped = context.rstrip()
-        spaces = context[len(stripped):]
-        ctx_ids = await self._tokens(config.model, stripped)  # the same for every choice
-        prompts = [ctx_ids + await self._tokens(config.model, spaces + " " + choice)
-                   for choice in item.choices]
-        body = {"model": config.model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
-                "logprobs": 1, "echo": True}
-        response = await self.textgen.complete(OpenAIRequest(
-            "completions", body, request_id=request_id, record="evaluation",
-            experiment=experiment))
-        scores = []
-        for choice in sorted(response["choices"], key=lambda c: c["index"]):
-            logprobs = choice["logprobs"]["token_logprobs"]
-            scores.append(sum(logprobs[len(ctx_ids):-1]))
-        return max(range(len(scores)), key=scores.__getitem__)
-
-    async def _tokens(self, model: str, text: str) -> list[int]:
-        tokenized = await self.textgen.tokenize("/tokenize", {
-            "model": model, "prompt": text, "add_special_tokens": False})
-        return list(tokenized["tokens"])
 
     # --- results ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,19 @@ async def run_task(textgen: TextGen, experiment: str, index: int, config: Config
                              param="configs")
     loop = asyncio.get_running_loop()
     cache = textgen.settings.LAB_DATA_DIR.expanduser() / "lm-eval-cache" / experiment / str(index)
-    return await asyncio.to_thread(_evaluate, textgen, loop, experiment, config, spec, folder,
-                                   cache)
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_evaluate, textgen, loop, experiment, config, spec,
+                                       folder, cache, stop)
+    except asyncio.CancelledError:
+        # A thread cannot be cancelled: lm-eval's stops at its next request instead of going
+        # on beside the lab that took the evaluation over (or after a cancel).
+        stop.set()
+        raise
+
+
+class EvaluationStopped(Exception):
+    """Raised in lm-eval's thread at its next request once its evaluation is stopped."""
 
 
 def _base(textgen: TextGen, model: str) -> str:
@@ -48,8 +60,8 @@ def _base(textgen: TextGen, model: str) -> str:
 
 
 def _evaluate(textgen: TextGen, loop: asyncio.AbstractEventLoop, experiment: str,
-              config: Config, spec: EvaluationSpec, folder: Path,
-              cache: Path) -> list[dict[str, Any]]:
+              config: Config, spec: EvaluationSpec, folder: Path, cache: Path,
+              stop: threading.Event) -> list[dict[str, Any]]:
     try:
         from lm_eval import simple_evaluate
         from lm_eval.tasks import TaskManager
@@ -62,7 +74,7 @@ def _evaluate(textgen: TextGen, loop: asyncio.AbstractEventLoop, experiment: str
     if task not in manager.all_tasks:
         raise InvalidRequest(f"lm-eval has no task named {task!r} (with include_path "
                              f"{spec.lm_eval_include_path!r}).", param="dataset")
-    model = _lab_model(textgen, loop, experiment, config, spec.route)(
+    model = _lab_model(textgen, loop, experiment, config, spec.route, stop)(
         model=config.model, tokenizer=str(folder), tokenizer_backend="huggingface",
         num_concurrent=1, max_retries=1)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +97,7 @@ def _evaluate(textgen: TextGen, loop: asyncio.AbstractEventLoop, experiment: str
 
 
 def _lab_model(textgen: TextGen, loop: asyncio.AbstractEventLoop, experiment: str,
-               config: Config, route: str) -> Any:
+               config: Config, route: str, stop: threading.Event) -> Any:
     """lm-eval's own API client class, answering through the lab instead of over HTTP."""
     from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
 
@@ -94,6 +106,8 @@ def _lab_model(textgen: TextGen, loop: asyncio.AbstractEventLoop, experiment: st
     class LabModel(base):  # type: ignore[misc, valid-type]
         def model_call(self, messages: Any, *, generate: bool = True,
                        gen_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+            if stop.is_set():
+                raise EvaluationStopped(f"evaluation {experiment} was stopped")
             # What lm-eval's model_call builds and POSTs, built the same way.
             payload = self._create_payload(
                 self.create_message(messages), generate=generate,

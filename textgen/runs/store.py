@@ -19,16 +19,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Text, cast, delete, func, insert, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..errors import ExperimentNotFound, RunNotFound, RunStoreUnavailable
+from ..errors import RunNotFound, RunStoreUnavailable
 from ..metrics import Metrics
 from . import migrate
 from .database import open_engine
+from .experiment_rows import ExperimentRows
 from .record import RunRecord
 from .tables import ExperimentRow, RunRow, ScoreRow
 
@@ -38,7 +37,7 @@ _PRUNE_EVERY_SECONDS = 60.0
 _RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-class RunStore:
+class RunStore(ExperimentRows):
     """`start()`, `add(record)` from the request path, queries from the UI, API and notebooks,
     `close()` (which writes what is left, bounded in time)."""
 
@@ -65,6 +64,8 @@ class RunStore:
         # Set whenever nothing waits to be written: what `flush` waits for.
         self._written = asyncio.Event()
         self._written.set()
+        self._no_batch = asyncio.Event()  # set while no batch is being written
+        self._no_batch.set()
         metrics.run_store_pending.set_function(self.buffered)
 
     @property
@@ -153,14 +154,17 @@ class RunStore:
             if self._pending:
                 take = min(self.batch_size, len(self._pending))
                 self._writing = [self._pending.popleft() for _ in range(take)]
+                self._no_batch.clear()
                 assert self._engine is not None
                 async with self._engine.begin() as conn:
                     await conn.execute(insert(RunRow), [r.row() for r in self._writing])
                 self.metrics.run_store_writes.inc(len(self._writing))
                 self._writing = []
+                self._no_batch.set()
         except Exception as exc:  # any database fault: keep the runs, say so once, retry
             self._pending.extendleft(reversed(self._writing))
             self._writing = []
+            self._no_batch.set()
             self._failed("write", exc)
             return False
         except BaseException:
@@ -169,6 +173,7 @@ class RunStore:
             # close()'s drain would spin on it without yielding (a lab that never stopped).
             self._pending.extendleft(reversed(self._writing))
             self._writing = []
+            self._no_batch.set()
             raise
         if not self._pending:
             self._written.set()
@@ -264,6 +269,7 @@ class RunStore:
     async def delete(self, run_ids: Iterable[str]) -> int:
         """Delete runs by id (written or still buffered); how many there were."""
         ids = set(run_ids)
+        await self._batch_left(lambda r: r.id in ids)
         buffered = self._unbuffer(lambda r: r.id in ids)
         async with self.transaction("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.id.in_(ids)))
@@ -271,12 +277,20 @@ class RunStore:
 
     async def delete_experiment(self, experiment: str) -> int:
         """Delete an experiment: its runs, its scores and its definition; how many runs."""
+        await self._batch_left(lambda r: r.experiment == experiment)
         buffered = self._unbuffer(lambda r: r.experiment == experiment)
         async with self.transaction("delete") as conn:
             result = await conn.execute(delete(RunRow).where(RunRow.experiment == experiment))
             await conn.execute(delete(ScoreRow).where(ScoreRow.experiment == experiment))
             await conn.execute(delete(ExperimentRow).where(ExperimentRow.id == experiment))
         return len(buffered) + (result.rowcount or 0)
+
+    async def _batch_left(self, gone: Callable[[RunRecord], bool]) -> None:
+        """Wait while the batch being written holds a run to delete: deleted before its write
+        commits, the write would bring it back. The write ends either way (written, or back in
+        the buffer for `_unbuffer`)."""
+        if any(gone(r) for r in self._writing):
+            await self._no_batch.wait()
 
     def _unbuffer(self, gone: Callable[[RunRecord], bool]) -> list[RunRecord]:
         """Take runs not yet written out of the buffer; the ones taken."""
@@ -286,70 +300,6 @@ class RunStore:
         if not self.buffered():
             self._written.set()
         return taken
-
-    # --- experiments: written at once, not buffered (an evaluation resumes from them) ---------
-
-    async def save_experiment(self, values: dict[str, Any]) -> None:
-        async with self.transaction("experiment") as conn:
-            await conn.execute(insert(ExperimentRow), [values])
-
-    async def update_experiment(self, experiment: str, **values: Any) -> None:
-        async with self.transaction("experiment") as conn:
-            await conn.execute(update(ExperimentRow).where(ExperimentRow.id == experiment)
-                               .values(**values))
-
-    async def claim_experiment(self, experiment: str, owner: str, seconds: float) -> bool:
-        """Hold a running experiment as `owner` for `seconds` from now (or renew the hold);
-        False when it is not running, or another owner holds it and its claim has not lapsed.
-        One statement, so two labs claiming at once cannot both get it."""
-        now = time.time()
-        claimable = or_(ExperimentRow.lease_owner == owner, ExperimentRow.lease_until.is_(None),
-                        ExperimentRow.lease_until < now)
-        async with self.transaction("experiment") as conn:
-            result = await conn.execute(
-                update(ExperimentRow)
-                .where(ExperimentRow.id == experiment, ExperimentRow.status == "running",
-                       claimable)
-                .values(lease_owner=owner, lease_until=now + seconds))
-        return result.rowcount == 1
-
-    async def release_experiments(self, owner: str) -> None:
-        """Give up `owner`'s claims (a lab stopping cleanly): the next lab takes them at once."""
-        async with self.transaction("experiment") as conn:
-            await conn.execute(update(ExperimentRow).where(ExperimentRow.lease_owner == owner)
-                               .values(lease_owner=None, lease_until=None))
-
-    async def experiment(self, experiment: str) -> dict[str, Any]:
-        async with self.transaction("read") as conn:
-            row = (await conn.execute(select(ExperimentRow).where(
-                ExperimentRow.id == experiment))).mappings().first()
-        if row is None:
-            raise ExperimentNotFound(f"No experiment with id '{experiment}'.")
-        return dict(row)
-
-    async def experiments(self, *, kind: str | None = None, status: str | None = None,
-                          limit: int = 100) -> list[dict[str, Any]]:
-        query = select(ExperimentRow).order_by(ExperimentRow.created.desc()).limit(limit)
-        if kind:
-            query = query.where(ExperimentRow.kind == kind)
-        if status:
-            query = query.where(ExperimentRow.status == status)
-        async with self.transaction("read") as conn:
-            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
-
-    async def add_scores(self, rows: list[dict[str, Any]]) -> None:
-        """Keep scores; an item already scored (by another replica resuming the same
-        evaluation) keeps its first score."""
-        if not rows:
-            return
-        async with self.transaction("experiment") as conn:
-            dialect = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-            await conn.execute(dialect(ScoreRow).on_conflict_do_nothing(), rows)
-
-    async def scores(self, experiment: str) -> list[dict[str, Any]]:
-        query = select(ScoreRow).where(ScoreRow.experiment == experiment)
-        async with self.transaction("read") as conn:
-            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     @contextlib.asynccontextmanager
     async def transaction(self, operation: str):  # type: ignore[no-untyped-def]
