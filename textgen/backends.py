@@ -254,8 +254,8 @@ class RemoteBackends:
             self._refresh(server)
             return
         server.mark_up()
-        if was != "up" or set(server.models) != before:  # (re)started, perhaps as another kind
-            await server.read_runner()
+        if was != "up" or set(server.models) != before or server.runner is None:
+            await server.read_runner()  # (re)started, perhaps as another kind; or unsaid yet
         if was != "up":
             log.info("remote backend %s is up, serving %s", server.url,
                      ", ".join(m["id"] for m in models) or "no models")

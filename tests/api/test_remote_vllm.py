@@ -19,6 +19,7 @@ import pytest
 from api.app import create_app
 from tests.support.upstreams import VllmServer, serve_app
 from textgen import Settings
+from textgen.engines.remote import RemoteServer
 
 # A real vLLM server costs what an engine does (~3 GB, 30 s and more to start).
 pytestmark = pytest.mark.engine
@@ -61,7 +62,14 @@ async def test_the_remote_model_is_listed_as_loaded(api: Api) -> None:
         health = (await c.get("/health")).json()
     assert (status["status"], status["backend"], status["reason"]) == ("loaded", "remote", None)
     assert status["loaded_at"] is not None
-    assert status["runner"] == "generate"  # the routes vLLM's server registered say so
+    assert status["runner"] == "generate"
+    # Said by the routes vLLM's server registered, not assumed (generate is also the default).
+    server = RemoteServer(api.server.url)
+    try:
+        await server.read_runner()
+    finally:
+        await server.close()
+    assert server.runner == "generate"
     backend = health["components"]["remote_backends"]["backends"][0]
     assert (backend["url"], backend["status"], backend["models"]) == (api.server.url, "up", [MODEL])
     assert health["status"] == "ok"

@@ -497,6 +497,7 @@ async def test_backends_through_a_proxy(tls: bool, tmp_path: Path) -> None:
             assert proxy.requests == [f"CONNECT {target}"]  # one tunnel, kept alive
         else:
             assert proxy.requests == [f"GET http://{target}/v1/models",
+                                      f"GET http://{target}/openapi.json",  # its model's kind
                                       f"POST http://{target}/v1/completions",
                                       f"POST http://{target}/v1/completions"]
         assert set(proxy.auth) == {"Basic dXNlcjpwdw=="}

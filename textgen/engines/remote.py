@@ -176,15 +176,20 @@ class RemoteServer:
         return models
 
     async def read_runner(self) -> None:
-        """What vLLM serves the model as, from the routes its server lists (discovery.py)."""
+        """What vLLM serves the model as, from the routes its server lists (discovery.py); a
+        failed read keeps what was known."""
         try:
             response = await self._client.request("GET", "/openapi.json", None, self._timeouts)
-            content = await read_bounded(response, _METRICS_LIMIT)
-            await response.aclose()
+            try:
+                content = await read_bounded(response, _METRICS_LIMIT)
+            finally:
+                await response.aclose()
         except httpx.HTTPError:
-            self.runner = None
             return
-        self.runner = runner_of(content) if response.status_code == 200 else None
+        if response.status_code == 200:
+            self.runner = runner_of(content) or self.runner
+        elif response.status_code == 404:  # FastAPI's docs turned off: it cannot say
+            self.runner = None
 
     async def change_adapter(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
         """POST vLLM's /v1/load_lora_adapter or /v1/unload_lora_adapter: its status and text
@@ -370,10 +375,10 @@ class RemoteServer:
         content = await self._read(response)
         try:
             return binary_pooling.answer_of(response.headers.get("metadata"), content)
-        except ValueError:
+        except ValueError:  # (a proxy that dropped the header, say: the server is fine)
             raise self._failed(BackendUnavailable(
                 f"The backend {self.url} answered a binary pooling request without its "
-                "metadata.")) from None
+                "metadata."), eject=False) from None
 
     def _failed(self, error: TextGenError, *, eject: bool | None = None) -> TextGenError:
         """Note a failure of the server itself and hand the error back to raise.
