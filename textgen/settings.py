@@ -193,7 +193,9 @@ class Settings(BaseSettings):
                                "adapter rank an engine accepts.")
     MAX_LORAS: int = Field(4, ge=1, description="vLLM's --max-loras: adapters one engine "
                            "batch may mix.")
-    LORA_MODULES: dict[str, Path] = Field(
+    # NoDecode: the `name=path` form reaches the validator below as written (pydantic-settings
+    # would read a dict from the environment as JSON only, and refuse vLLM's form).
+    LORA_MODULES: Annotated[dict[str, Path], NoDecode] = Field(
         default_factory=dict,
         description="Adapters loaded when their base model loads: vLLM's `name=path` form "
                     "(several separated by spaces or commas) or a JSON object name -> path.",

@@ -61,3 +61,11 @@ def test_lora_modules_take_vllms_form_and_json() -> None:
     assert {"a": Path("/x/a")} == Settings(LORA_MODULES='{"a": "/x/a"}').LORA_MODULES
     with pytest.raises(ValueError, match="name=path"):
         Settings(LORA_MODULES="just-a-path")
+
+
+@pytest.mark.parametrize("value", ["a=/x/a b=/x/b", '{"a": "/x/a", "b": "/x/b"}'])
+def test_lora_modules_from_the_environment_in_both_forms(value: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # As `LORA_MODULES=... textgen serve` gives it: vLLM's form was refused as "not JSON".
+    monkeypatch.setenv("LORA_MODULES", value)
+    assert Settings().LORA_MODULES == {"a": Path("/x/a"), "b": Path("/x/b")}
