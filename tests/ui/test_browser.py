@@ -4,7 +4,8 @@ What a person does in the lab: log in, hold a conversation (system prompt, two t
 Regenerate, Edit, Stop, export and import), see token probabilities, get JSON for a schema,
 call a tool, continue a text and stop it, watch the engine panel, copy the request as code,
 compare two settings, run a benchmark sweep, reopen a kept run from the history (and find it in
-the next lab's), unload and load the model, and watch the dashboards. Screenshots of every view go to test-artifacts/ui/.
+the next lab's), unload and load the model, watch the dashboards, and stream from a LoRA adapter
+picked like a model. Screenshots of every view go to test-artifacts/ui/.
 
 Each test has a page of its own, signed in, with every control at its default, and sets up
 what it needs itself (a conversation is imported, a request is made over the API), so any one
@@ -24,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -431,6 +432,33 @@ def test_regenerate_replaces_the_last_reply_and_edit_resends_a_turn(page: Any, l
     assert int(edited["prompt tokens"]) == tokenize(lab, sent)
 
 
+def traced_click(page: Any, selector: str) -> Callable[[], str]:
+    """Click `selector`, keeping what became of the click: the element the browser delivered it
+    to, and the lab requests the page sent from then on. A press the lab never logged is then
+    placed: never delivered, delivered elsewhere, or sent and lost on the way."""
+    sent: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if "/gradio_api/" in request.url and request.method == "POST":
+            sent.append(f"{time.strftime('%H:%M:%S')} {request.url.split('/gradio_api/')[-1]} "
+                        f"{(request.post_data or '')[:160]}")
+
+    page.on("request", on_request)
+    page.evaluate("""() => {
+        window.clicked = [];
+        document.addEventListener('click', e => window.clicked.push(
+            `${new Date().toISOString().slice(11, 23)} ${e.target.tagName}#${e.target.id} `
+            + `in button#${e.target.closest('button')?.id}`), {capture: true});
+    }""")
+    page.click(selector)
+
+    def evidence() -> str:
+        page.remove_listener("request", on_request)
+        return f"clicks: {page.evaluate('window.clicked')}; lab requests since: {sent}"
+
+    return evidence
+
+
 def stop_log(lab: Any) -> str:
     """The lab's log of Stop: when each page's generation was armed and ended, each press."""
     lines = Path(lab.log).read_text(errors="replace").splitlines()
@@ -446,9 +474,9 @@ def test_stop_ends_a_reply_midway_and_keeps_what_came(page: Any, lab: Any) -> No
     wait(page, "() => (Array.from(document.querySelectorAll('#pg-chat .message.bot')).pop()"
                "?.innerText || '').trim().length >= 20")
     assert not page.locator("#pg-chat-stop").is_disabled()  # never disabled: streaming.buttons
-    page.click("#pg-chat-stop")
+    clicked = traced_click(page, "#pg-chat-stop")
     status = wait_status(page, "#pg-figures", "stopped", "done", "error")
-    assert status.startswith("stopped"), (status, stop_log(lab))
+    assert status.startswith("stopped"), (status, stop_log(lab), clicked())
     wait(page, "() => !document.querySelector('#pg-send').disabled")
     reply = bubbles(page)[-1]
     assert len(reply) >= 20  # what came before Stop stays
@@ -548,17 +576,9 @@ def test_a_named_tool_call_shows_as_a_card_and_a_result_continues(page: Any) -> 
     shot(page, "16-tool-result")
 
 
-def test_completion_streams_and_shows_its_figures(page: Any) -> None:
-    completion_mode(page)
-    # Greedy: a sampled continuation can end at its first token (EOS), leaving nothing to
-    # see streaming; greedy, this opening runs on to max_tokens. The prompt is new to this
-    # lab's cache whichever tests ran before.
-    set_slider(page, "#pg-temperature", 0)
-    page.fill("#pg-prompt textarea",
-              f"Once upon a time, in a small village by the sea ({uuid.uuid4().hex[:6]}),")
-    set_slider(page, "#pg-max-tokens", 40)
-    # Every value the page puts in the output box, as it puts it: polling from here could
-    # miss the middle of a short stream on a busy machine.
+def record_output(page: Any) -> None:
+    """Keep every value the page puts in the completion's output box (window.shown), as it puts
+    it: polling could miss the middle of a short stream on a busy machine."""
     page.evaluate("""() => {
         const box = document.querySelector('#pg-output textarea');
         const value = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value');
@@ -569,6 +589,18 @@ def test_completion_streams_and_shows_its_figures(page: Any) -> None:
             set(v) { window.shown.push(v); value.set.call(this, v); },
         });
     }""")
+
+
+def test_completion_streams_and_shows_its_figures(page: Any) -> None:
+    completion_mode(page)
+    # Greedy: a sampled continuation can end at its first token (EOS), leaving nothing to
+    # see streaming; greedy, this opening runs on to max_tokens. The prompt is new to this
+    # lab's cache whichever tests ran before.
+    set_slider(page, "#pg-temperature", 0)
+    page.fill("#pg-prompt textarea",
+              f"Once upon a time, in a small village by the sea ({uuid.uuid4().hex[:6]}),")
+    set_slider(page, "#pg-max-tokens", 40)
+    record_output(page)
     final = run(page, "#pg-generate")
     seen = [v for v in page.evaluate("window.shown") if v]
     assert final["status"] == "done", final
@@ -601,10 +633,11 @@ def test_stop_aborts_a_long_generation(page: Any, lab: Any) -> None:
     # Some text has shown, and the generation (1500 tokens, minutes) is still running.
     wait(page, "() => document.querySelector('#pg-output textarea').value.trim().length >= 10")
     assert not page.locator("#pg-stop").is_disabled(), figures(page, "#pg-figures")
-    page.click("#pg-stop")
+    clicked = traced_click(page, "#pg-stop")
     status = wait_status(page, "#pg-figures", "stopped", "done", "error")
-    # A failure says where the press landed: before, during or after the page's generation.
-    assert status.startswith("stopped"), (status, stop_log(lab))
+    # A failure says where the press landed: before, during or after the page's generation,
+    # and what the page did with the click.
+    assert status.startswith("stopped"), (status, stop_log(lab), clicked())
     wait(page, "() => !document.querySelector('#pg-generate').disabled")
     stopped_at = page.input_value("#pg-output textarea")
     assert len(stopped_at.strip()) >= 10  # what came before Stop stays
@@ -769,9 +802,10 @@ def test_a_second_page_is_refused_while_a_sweep_runs(page: Any, lab: Any, browse
         wait_toast(other, "Another sweep is running")
     finally:
         other.context.close()
-    page.click("#bench-stop")
+    clicked = traced_click(page, "#bench-stop")
     wait(page, "() => document.querySelector('#bench-progress').innerText.startsWith('Sweep')")
-    assert page.inner_text("#bench-progress").startswith("Sweep stopped")
+    assert page.inner_text("#bench-progress").startswith("Sweep stopped"), (stop_log(lab),
+                                                                           clicked())
 
 
 # The History table's text: the newest run's first, so `indexOf` finds the newest run's row.
@@ -818,7 +852,7 @@ def test_a_kept_run_is_sent_again_and_diffed_from_the_history(page: Any) -> None
     assert run(page, "#pg-generate")["status"] == "done"
     page.click("#tab-history-button")
     wait(page, f"() => ({HISTORY_ROWS})().includes({json.dumps(marker[:20])})")
-    accordion(page, "#hist-tools", "Re-run or compare two runs", "#hist-rerun")
+    accordion(page, "#hist-tools", "Re-run, compare or delete runs", "#hist-rerun")
     # The pickers hold the newest runs: A the one before, B the newest (this one).
     wait(page, "() => document.querySelector('#hist-run-b input').value.includes('Diff ')")
     page.click("#hist-run-a input")
@@ -832,6 +866,32 @@ def test_a_kept_run_is_sent_again_and_diffed_from_the_history(page: Any) -> None
     assert "The outputs are the same." in shown
     wait(page, f"() => ({HISTORY_ROWS})().includes('rerun')")
     shot(page, "19b-history-rerun-diff")
+
+
+def test_a_kept_run_is_deleted_from_the_history(page: Any, lab: Any) -> None:
+    marker = f"Delete me {uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {lab.token}", "X-Lab-Record": "1"}
+    r = httpx.post(f"{lab.url}/v1/completions", headers=headers, timeout=120,
+                   json={"model": DEFAULT_MODEL, "prompt": marker, "max_tokens": 3})
+    assert r.status_code == 200, r.text
+
+    def kept() -> list[dict[str, Any]]:
+        found = httpx.get(f"{lab.url}/lab/runs", params={"text": marker}, headers=headers,
+                          timeout=60)
+        return list(found.json()["data"])
+
+    assert len(kept()) == 1
+    page.click("#tab-history-button")
+    wait(page, f"() => ({HISTORY_ROWS})().includes('{marker}')")
+    accordion(page, "#hist-tools", "Re-run, compare or delete runs", "#hist-delete")
+    # The pickers are filled right after the table (this fresh page's first listing).
+    wait(page, "() => document.querySelector('#hist-run-b input').value !== ''")
+    page.click("#hist-run-a input")
+    page.locator("[role=option]", has_text=marker).first.click()
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete run …? This cannot be undone."
+    page.click("#hist-delete")
+    wait(page, f"() => !({HISTORY_ROWS})().includes('{marker}')")
+    assert kept() == []  # gone from the store, not only from the page
 
 
 def test_a_kept_run_is_in_the_history_of_the_next_lab(browser: Any, lab: Any) -> None:
@@ -943,3 +1003,76 @@ def test_dashboards_draw_the_machine_the_engines_and_the_requests(page: Any, lab
     else:
         assert line_points(page, "#dash-gpu-util") >= 2
     shot(page, "08-dashboards")
+
+
+# --- a LoRA adapter (a lab of its own: LoRA is off in the one above) ------------------------
+
+ADAPTER = "pirate-lora"
+
+
+@pytest.fixture(scope="module")
+def lora_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A lab whose engine serves a LoRA adapter (random weights made here, tests/support/
+    lora.py) beside the default model, loaded at start from LORA_MODULES. No prefix cache:
+    the page's request and the API's must be computed alike to give the same greedy text."""
+    from tests.support.lora import make_adapter
+    from textgen import Settings, embedded
+
+    base = embedded.prepared_folder(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR)
+    assert base is not None, "make model prepares the embedded model"
+    adapter = make_adapter(tmp_path_factory.mktemp("lora") / ADAPTER, base)
+    token = "lora-browser"
+    serve_args = {DEFAULT_MODEL: "--enable-auto-tool-choice --tool-call-parser hermes "
+                                 "--no-enable-prefix-caching"}
+    env = {"REDIS_URL": "", "TEXT_GEN_API_TOKEN": "", "ENGINE_NICENESS": "19",
+           "ENABLE_LORA": "true", "MAX_LORA_RANK": "8", "LORA_MODULES": f"{ADAPTER}={adapter}",
+           "VLLM_SERVE_ARGS": json.dumps(serve_args)}
+    with lab_server(env, token=token, wait_model=ADAPTER, timeout=420) as server:
+        yield SimpleNamespace(url=server.base_url, token=token, log=server.log_path)
+
+
+def test_an_adapter_is_picked_like_a_model_and_streams_its_own_text(
+        browser: Any, lora_lab: Any) -> None:
+    prompt = f"The old sailor looked at the sea ({uuid.uuid4().hex[:6]}) and said"
+    # What the API answers for the adapter and for its base (kept out of the cache, so the
+    # page's request is computed, and streamed, too).
+    headers = {"Authorization": f"Bearer {lora_lab.token}", "Cache-Control": "no-store"}
+
+    def answer(model: str) -> str:
+        body = {"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0}
+        r = httpx.post(f"{lora_lab.url}/v1/completions", json=body, headers=headers, timeout=300)
+        assert r.status_code == 200, r.text
+        return str(r.json()["choices"][0]["text"])
+
+    adapted, base = answer(ADAPTER), answer(DEFAULT_MODEL)
+    assert adapted.strip() and adapted != base  # the adapter's weights change what the model says
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        login(page, lora_lab)
+        # Picking a model sets the mode its kind takes (chat, for this instruction-tuned base's
+        # adapter): from completion mode, the switch back to chat says the pick has landed.
+        completion_mode(page)
+        pick(page, "#pg-model", ADAPTER)
+        page.wait_for_selector("#pg-prompt textarea", state="hidden")
+        assert page.input_value("#pg-model input").startswith(ADAPTER)
+        completion_mode(page)
+        set_slider(page, "#pg-temperature", 0)
+        set_slider(page, "#pg-max-tokens", 24)
+        page.fill("#pg-prompt textarea", prompt)
+        record_output(page)
+        final = run(page, "#pg-generate")
+        assert final["status"] == "done" and final["cache"] == "MISS", final
+        text = page.input_value("#pg-output textarea")
+        assert text == adapted, (text, adapted, base)
+        partial = [v for v in page.evaluate("window.shown") if v and v != text]
+        assert partial, "the adapter's output arrived in one piece instead of streaming"
+        assert all(text.startswith(p) for p in partial)
+        shot(page, "22-adapter")
+    except Exception:
+        keep_evidence(page, lora_lab, "FAILED-adapter")
+        raise
+    finally:
+        context.close()

@@ -24,7 +24,8 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
     gr.Markdown("Every run the lab kept, newest first: the Playground's and Compare's runs from "
                 "any page, sweeps, and API requests sent with `X-Lab-Record: 1`. **Select a "
                 "row** to reopen it in the Playground (settings, input and reply). Runs are "
-                "kept across reloads and restarts (the run store: `RUNS_DATABASE_URL`).")
+                "kept across reloads and restarts (the run store: `RUNS_DATABASE_URL`); "
+                "delete one below (an evaluation with all its runs: `DELETE /lab/evaluations/{id}`).")
     with gr.Row():
         model = gr.Dropdown([ANY, *(m.id for m in textgen.list_models())], value=ANY,
                             label="Model", allow_custom_value=True, elem_id="hist-model", scale=2)
@@ -40,7 +41,7 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
     table = gr.Dataframe(history.frame([]), interactive=False, wrap=True, max_height=600,
                          column_widths=WIDTHS, elem_id="hist-table", label="Runs")
     shown = gr.State([])  # the rows' runs, for reopening one
-    with gr.Accordion("Re-run or compare two runs", open=False, elem_id="hist-tools"):
+    with gr.Accordion("Re-run, compare or delete runs", open=False, elem_id="hist-tools"):
         with gr.Row(equal_height=True):
             run_a = gr.Dropdown([], label="Run A", elem_id="hist-run-a", scale=3,
                                 allow_custom_value=True)
@@ -49,6 +50,8 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
             rerun = gr.Button("Re-run A", size="sm", elem_id="hist-rerun", scale=0)
             compare = gr.Button("Diff A and B", size="sm", variant="primary",
                                 elem_id="hist-diff", scale=0)
+            delete = gr.Button("Delete A", size="sm", variant="stop", elem_id="hist-delete",
+                               scale=0)
         compared = gr.HTML(elem_id="hist-diff-view")
 
     async def show(model_: str | None, mode_: str | None, text_: str | None):
@@ -108,6 +111,25 @@ def build(textgen: TextGen, finished: gr.State, playground: Playground, tabs: gr
     rerun_done.then(show, inputs, outputs, show_progress="hidden").then(
         pickers, [shown, run_a, run_b], [run_a, run_b], show_progress="hidden")
     compare.click(do_diff, [run_a, run_b], compared, concurrency_limit=None)
+
+    async def do_delete(a: str | None):
+        if not a:  # nothing picked, or the page's "are you sure?" answered no
+            return gr.skip(), gr.skip()
+        try:
+            deleted = await textgen.runs.delete([a])
+        except TextGenError as exc:
+            raise user_error(exc.message, title="Delete failed") from None
+        if not deleted:
+            raise user_error("Run A was deleted already.")
+        return None, ""  # A is gone, and any diff that showed it
+
+    # A is filled in for the user (the newest runs): the page asks before anything is deleted.
+    confirm = ("(a) => a && confirm('Delete run ' + a.slice(0, 8) + ' from the store? "
+               "This cannot be undone.') ? a : null")
+    deleted = delete.click(do_delete, run_a, [run_a, compared], js=confirm,
+                           concurrency_limit=None)
+    deleted.success(show, inputs, outputs, show_progress="hidden").then(
+        pickers, [shown, run_a, run_b], [run_a, run_b], show_progress="hidden")
 
     p, chat = playground, playground.chat
     reopen_outputs = [tabs, p.mode, p.model, p.last_model, p.prompt, p.output, chat.system,
