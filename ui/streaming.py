@@ -340,7 +340,11 @@ def buttons(running: bool) -> gr.Button:
     playground's, the sweep's), and no press reached the lab.
 
     Stop buttons are never outputs of a generation at all: each is always clickable (a press
-    with nothing running does nothing, and is logged), so nothing can be lost on the way.
+    with nothing running does nothing, and is logged), so nothing can be lost on the way. Their
+    presses go through Gradio's queue (`concurrency_limit=None`: at once), like the
+    generation's own events: sent with `queue=False`, in two full test runs the page issued
+    the press's request only minutes later, after the stream had ended (the tests' traced
+    clicks saw it go out at 05:20:49 for a click at 05:17).
 
     The generation handlers set this in their own yields rather than in `.then` steps,
     because Gradio skips the rest of a chain once a step raises.

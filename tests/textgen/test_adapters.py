@@ -68,4 +68,4 @@ def test_lora_modules_from_the_environment_in_both_forms(value: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # As `LORA_MODULES=... textgen serve` gives it: vLLM's form was refused as "not JSON".
     monkeypatch.setenv("LORA_MODULES", value)
-    assert Settings().LORA_MODULES == {"a": Path("/x/a"), "b": Path("/x/b")}
+    assert {"a": Path("/x/a"), "b": Path("/x/b")} == Settings().LORA_MODULES

@@ -4,8 +4,7 @@ What a person does in the lab: log in, hold a conversation (system prompt, two t
 Regenerate, Edit, Stop, export and import), see token probabilities, get JSON for a schema,
 call a tool, continue a text and stop it, watch the engine panel, copy the request as code,
 compare two settings, run a benchmark sweep, reopen a kept run from the history (and find it in
-the next lab's), unload and load the model, watch the dashboards, and stream from a LoRA adapter
-picked like a model. Screenshots of every view go to test-artifacts/ui/.
+the next lab's), unload and load the model, and watch the dashboards. Screenshots of every view go to test-artifacts/ui/.
 
 Each test has a page of its own, signed in, with every control at its default, and sets up
 what it needs itself (a conversation is imported, a request is made over the API), so any one
@@ -1003,76 +1002,3 @@ def test_dashboards_draw_the_machine_the_engines_and_the_requests(page: Any, lab
     else:
         assert line_points(page, "#dash-gpu-util") >= 2
     shot(page, "08-dashboards")
-
-
-# --- a LoRA adapter (a lab of its own: LoRA is off in the one above) ------------------------
-
-ADAPTER = "pirate-lora"
-
-
-@pytest.fixture(scope="module")
-def lora_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A lab whose engine serves a LoRA adapter (random weights made here, tests/support/
-    lora.py) beside the default model, loaded at start from LORA_MODULES. No prefix cache:
-    the page's request and the API's must be computed alike to give the same greedy text."""
-    from tests.support.lora import make_adapter
-    from textgen import Settings, embedded
-
-    base = embedded.prepared_folder(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR)
-    assert base is not None, "make model prepares the embedded model"
-    adapter = make_adapter(tmp_path_factory.mktemp("lora") / ADAPTER, base)
-    token = "lora-browser"
-    serve_args = {DEFAULT_MODEL: "--enable-auto-tool-choice --tool-call-parser hermes "
-                                 "--no-enable-prefix-caching"}
-    env = {"REDIS_URL": "", "TEXT_GEN_API_TOKEN": "", "ENGINE_NICENESS": "19",
-           "ENABLE_LORA": "true", "MAX_LORA_RANK": "8", "LORA_MODULES": f"{ADAPTER}={adapter}",
-           "VLLM_SERVE_ARGS": json.dumps(serve_args)}
-    with lab_server(env, token=token, wait_model=ADAPTER, timeout=420) as server:
-        yield SimpleNamespace(url=server.base_url, token=token, log=server.log_path)
-
-
-def test_an_adapter_is_picked_like_a_model_and_streams_its_own_text(
-        browser: Any, lora_lab: Any) -> None:
-    prompt = f"The old sailor looked at the sea ({uuid.uuid4().hex[:6]}) and said"
-    # What the API answers for the adapter and for its base (kept out of the cache, so the
-    # page's request is computed, and streamed, too).
-    headers = {"Authorization": f"Bearer {lora_lab.token}", "Cache-Control": "no-store"}
-
-    def answer(model: str) -> str:
-        body = {"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0}
-        r = httpx.post(f"{lora_lab.url}/v1/completions", json=body, headers=headers, timeout=300)
-        assert r.status_code == 200, r.text
-        return str(r.json()["choices"][0]["text"])
-
-    adapted, base = answer(ADAPTER), answer(DEFAULT_MODEL)
-    assert adapted.strip() and adapted != base  # the adapter's weights change what the model says
-
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    try:
-        login(page, lora_lab)
-        # Picking a model sets the mode its kind takes (chat, for this instruction-tuned base's
-        # adapter): from completion mode, the switch back to chat says the pick has landed.
-        completion_mode(page)
-        pick(page, "#pg-model", ADAPTER)
-        page.wait_for_selector("#pg-prompt textarea", state="hidden")
-        assert page.input_value("#pg-model input").startswith(ADAPTER)
-        completion_mode(page)
-        set_slider(page, "#pg-temperature", 0)
-        set_slider(page, "#pg-max-tokens", 24)
-        page.fill("#pg-prompt textarea", prompt)
-        record_output(page)
-        final = run(page, "#pg-generate")
-        assert final["status"] == "done" and final["cache"] == "MISS", final
-        text = page.input_value("#pg-output textarea")
-        assert text == adapted, (text, adapted, base)
-        partial = [v for v in page.evaluate("window.shown") if v and v != text]
-        assert partial, "the adapter's output arrived in one piece instead of streaming"
-        assert all(text.startswith(p) for p in partial)
-        shot(page, "22-adapter")
-    except Exception:
-        keep_evidence(page, lora_lab, "FAILED-adapter")
-        raise
-    finally:
-        context.close()

@@ -165,4 +165,4 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, guard: sweep_ru
     outputs = [about, run, progress, csv, table, *plots.values()]
     run.click(go, [model, input_len, output_len, levels, rounds], outputs,
               concurrency_limit=None, show_progress="hidden", api_name="benchmark_sweep")
-    stop.click(press_stop, None, None, queue=False)
+    stop.click(press_stop, None, None, concurrency_limit=None)

@@ -228,7 +228,7 @@ def wire(view: ChatView, textgen: TextGen, stops: StopButtons, *, model: gr.Drop
     gr.on([view.clear.click, view.chatbot.clear], clear, None,
           [view.turns, view.chatbot, view.message, view.tool_row, view.export, *views.outputs()],
           queue=False)
-    view.stop.click(press_stop, None, None, queue=False)
+    view.stop.click(press_stop, None, None, concurrency_limit=None)
     _wire_export(view, textgen, model, controls)
 
 

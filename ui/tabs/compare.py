@@ -142,5 +142,5 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons) -> None:
     outputs = [w for side in sides for w in (side.output, side.figures)]
     run_all.click(run, inputs, [*outputs, run_all], concurrency_limit=None,
                   show_progress="hidden")
-    stop.click(press_stop, None, None, queue=False)
+    stop.click(press_stop, None, None, concurrency_limit=None)
     arena.build(demo, textgen, stops, prompt, mode, max_tokens, count, inputs[4:])

@@ -186,7 +186,7 @@ def build(demo: gr.Blocks, textgen: TextGen, stops: StopButtons, finished: gr.St
     generate.click(run, {model, prompt, finished, *settings.widgets()},
                    [output, generate, finished, *views.outputs()],
                    concurrency_limit=None, show_progress="hidden")
-    stop.click(press_stop, None, None, queue=False)
+    stop.click(press_stop, None, None, concurrency_limit=None)
     chat.wire(chat_view, textgen, stops, model=model, controls=settings, views=views, finished=finished)
     return Playground(model, last_model, mode, prompt, output, completion, chat_view, settings,
                       views)
