@@ -102,6 +102,7 @@ class Run(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     ttft: float | None = None
+    queue: float | None = None
     seconds: float
     identity: str | None = None
     engine: str | None = None

@@ -51,6 +51,7 @@ class Flight:
         self.first_token: float | None = None
         self.finished: float | None = None
         self.readers = 0
+        self._reply: EngineReply | None = None
         self._changed = asyncio.Event()
         self._on_end = on_end
         self._task = asyncio.create_task(self._pump(run), name="generation")
@@ -58,7 +59,7 @@ class Flight:
     async def _pump(self, run: Callable[[], Awaitable[EngineReply]]) -> None:
         source: Any = None
         try:
-            reply = await run()
+            reply = self._reply = await run()
             self.accepted = True
             self._notify()
             if reply.chunks is None:
@@ -107,6 +108,11 @@ class Flight:
             await self.changed()
         if not self.accepted and self.error is not None:
             raise self.error
+
+    @property
+    def queue(self) -> float | None:
+        """Seconds the engine kept this generation waiting before it began, when it says."""
+        return self._reply.queue if self._reply is not None else None
 
     @property
     def complete(self) -> bool:

@@ -138,7 +138,8 @@ class Pipeline:
             self.metrics.in_flight.labels(model).dec()
             await self._flight_ended(request, flight, key)
 
-        flight = Flight(request.endpoint, lambda: engine.generate(request, request_id), ended)
+        flight = scope.flight = Flight(request.endpoint,
+                                       lambda: engine.generate(request, request_id), ended)
         if request.read_cache:
             self.flights[key] = flight  # identical requests from now on read this one
         return await self._read(scope, flight.join(), flight, status, rate)
@@ -283,6 +284,8 @@ class RequestScope:
         self.label = request.model if request.model in pipeline.models.entries else "_unknown"
         self.span: Trace = pipeline.tracing.request(self.label)
         self.timing = Timing(started=time.monotonic())
+        # The generation this request started, when it started one (not a hit or a follower).
+        self.flight: Flight | None = None
         self._ended = False
 
     async def finished(self, generation: Generation, error: BaseException | None) -> None:
@@ -332,7 +335,9 @@ class RequestScope:
             answer=generation.answer() if generation is not None else None, error=error,
             prompt_tokens=generation.prompt_tokens if generation is not None else 0,
             completion_tokens=generation.completion_tokens if generation is not None else 0,
-            ttft=timing.time_to_first_token, identity=identity, engine=kind,
+            ttft=timing.time_to_first_token,
+            queue=self.flight.queue if self.flight is not None else None,
+            identity=identity, engine=kind,
             vllm_version=provenance.vllm_version() if local else None,
             device=p.device if local else None, request_id=request.request_id,
             experiment=request.experiment, **({"id": request.run_id} if request.run_id else {}),

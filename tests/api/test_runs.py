@@ -56,6 +56,8 @@ def test_a_recorded_stream_is_kept_whole(client: openai.OpenAI, lab: LabServer) 
     assert run["answer"]["object"] == "chat.completion"
     assert run["completion_tokens"] == 12 and run["prompt_tokens"] > 0
     assert 0 < run["ttft"] <= run["seconds"]
+    # vLLM's own queue time of the request: part of the time to its first token.
+    assert run["queue"] is not None and 0 <= run["queue"] <= run["ttft"]
     # What the model was: the cache key's identity, vLLM's make and the device.
     assert run["engine"] == "vllm" and run["identity"]
     assert run["vllm_version"].startswith("vllm") and run["device"].startswith("CPU: ")
@@ -71,6 +73,9 @@ def test_a_cache_hit_and_a_plain_request_are_kept_as_such(client: openai.OpenAI,
                                              max_tokens=5, temperature=0, extra_headers=KEEP)
     runs = wait_kept(lab, marker, 2)
     assert [r["cache"] for r in runs] == ["HIT", "MISS"]  # newest first
+    # A hit never waited in the engine; the plain generation did, for as long as vLLM says.
+    assert runs[0]["queue"] is None
+    assert runs[1]["queue"] is not None and 0 <= runs[1]["queue"] <= runs[1]["seconds"]
     assert {r["text"] for r in runs} == {response.choices[0].text}
     assert runs[0]["answer"]["id"] != runs[1]["answer"]["id"]
 

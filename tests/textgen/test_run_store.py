@@ -146,7 +146,7 @@ async def test_the_schema_is_alembics_head(store: RunStore) -> None:
     assert await store.count() == 0  # a read waits for the schema, as a write does
     engine = create_async_engine(store.url)
     async with engine.connect() as conn:
-        assert await conn.run_sync(migrate.current) == migrate.head() == "0004"
+        assert await conn.run_sync(migrate.current) == migrate.head() == "0005"
         tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
     await engine.dispose()
     assert {"runs", "experiments", "scores", "votes", "alembic_version"} <= set(tables)

@@ -125,3 +125,25 @@ def test_what_interrupting_and_checking_an_engine_use() -> None:
     assert callable(AsyncEngineArgs.create_engine_config)
     source = inspect.getsource(OutputProcessor.__init__)
     assert "self.request_states" in source
+
+
+def test_what_the_queue_time_reads() -> None:
+    """textgen.engines.request_stats reads each finished `RequestOutput`'s `metrics` (vLLM's
+    `RequestStateStats`: engine-core `queued_ts` and `scheduled_ts`), which the serving layer
+    gets from `engine_client.generate`, looked up on the client each time it is called."""
+    import dataclasses
+
+    from vllm.outputs import RequestOutput
+    from vllm.v1.metrics.stats import RequestStateStats
+
+    from textgen.engines.request_stats import queue_seconds
+
+    assert "metrics" in inspect.signature(RequestOutput.__init__).parameters
+    fields = {f.name for f in dataclasses.fields(RequestStateStats)}
+    assert {"queued_ts", "scheduled_ts"} <= fields
+    assert queue_seconds(RequestStateStats(queued_ts=10.0, scheduled_ts=10.25)) == 0.25
+    assert queue_seconds(RequestStateStats(queued_ts=10.0)) is None  # never scheduled
+    for module in ("vllm.entrypoints.openai.completion.serving",
+                   "vllm.entrypoints.openai.chat_completion.serving"):
+        source = inspect.getsource(importlib.import_module(module))
+        assert "self.engine_client.generate(" in source, module

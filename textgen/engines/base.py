@@ -20,6 +20,9 @@ class EngineReply:
 
     response: dict[str, Any] | None = None
     chunks: AsyncIterator[dict[str, Any]] | None = None
+    # Seconds the engine held the request before it first scheduled it, once the engine knows
+    # (in-process vLLM: when its generation ends; a remote server does not tell).
+    queue: float | None = None
 
 
 class Engine(Protocol):

@@ -27,7 +27,7 @@ from .. import binary_pooling
 from ..engine_stats import stat_logger
 from ..errors import TextGenError
 from ..request import OpenAIRequest
-from . import vllm_routes
+from . import request_stats, vllm_routes
 from .base import EngineReply
 from .errors import adapter_error, engine_error, rejection, stream_error
 from .vllm_options import (
@@ -130,6 +130,7 @@ class VllmEngine:
             partial(AsyncLLM.from_engine_args, engine_args,
                     stat_loggers=[stat_logger(vllm_metrics)]),
             niceness=options.niceness)
+        request_stats.observe(llm)
         try:
             state = State()
             await init_app_state(llm, state, args, await llm.get_supported_tasks())
@@ -175,6 +176,8 @@ class VllmEngine:
             body.stream_options = _usage_options(body.stream_options)
         if binary_pooling.asks_binary(request):
             body.encoding_format = "bytes"  # with its metadata: the usage (binary_pooling.py)
+        reply = EngineReply()
+        request_stats.answering(reply)  # its queue time, from vLLM's stats of this request
         try:
             result = await serving.call(body, _RawRequest(request_id))
         except TextGenError:
@@ -185,8 +188,10 @@ class VllmEngine:
             _raise_if_cancelled()
             raise self._interrupted(request.model) or engine_error(result)
         if request.stream:
-            return EngineReply(chunks=self._chunks(result, request))
-        return EngineReply(response=await vllm_routes.response_object(request, result))
+            reply.chunks = self._chunks(result, request)
+        else:
+            reply.response = await vllm_routes.response_object(request, result)
+        return reply
 
     def _interrupted(self, model: str) -> TextGenError | None:
         """The error a request for `model` ended with, when interrupt() ended it."""

@@ -27,6 +27,7 @@ class RunRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft: float | None = None
+    queue: float | None = None  # in the engine's queue, before it began (when the engine says)
     identity: str | None = None
     engine: str | None = None
     vllm_version: str | None = None

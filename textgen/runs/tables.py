@@ -45,6 +45,8 @@ class RunRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     ttft: Mapped[float | None] = mapped_column(Float)
+    # Seconds the engine kept the request waiting before it scheduled it (in-process vLLM only).
+    queue: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float, nullable=False)
     # What the cache key calls the model's weights and serve flags; then the engine's make.
     identity: Mapped[str | None] = mapped_column(Text)
