@@ -40,8 +40,10 @@ def lab() -> Iterator[Lab]:
     # cores): the engine's processes, and only they, run at the lowest priority. (The whole
     # lab at nice 19, web server included, froze the page for a minute whenever anything else
     # on the machine was busy: benchmarks/RESULTS.md.)
+    # LoRA on (rank 8, one adapter at a time): the browser test of an adapter loads its own
+    # at run time, without a second engine on these two cores.
     env = {"REDIS_URL": "", "TEXT_GEN_API_TOKEN": "", "METRICS_PORT": "0",
-           "ENGINE_NICENESS": "19"}
+           "ENGINE_NICENESS": "19", "ENABLE_LORA": "true", "MAX_LORA_RANK": "8", "MAX_LORAS": "1"}
     with lab_server(env, token=token, wait_model=DEFAULT_MODEL, timeout=LOAD_TIMEOUT) as server:
         lab_process = psutil.Process(server.proc.pid)
         engine = [p for p in lab_process.children(recursive=True) if p.name().startswith("VLLM")]

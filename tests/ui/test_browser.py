@@ -4,7 +4,8 @@ What a person does in the lab: log in, hold a conversation (system prompt, two t
 Regenerate, Edit, Stop, export and import), see token probabilities, get JSON for a schema,
 call a tool, continue a text and stop it, watch the engine panel, copy the request as code,
 compare two settings, run a benchmark sweep, reopen a kept run from the history (and find it in
-the next lab's), unload and load the model, and watch the dashboards. Screenshots of every view go to test-artifacts/ui/.
+the next lab's), unload and load the model, watch the dashboards, and stream from a LoRA adapter
+picked like a model. Screenshots of every view go to test-artifacts/ui/.
 
 Each test has a page of its own, signed in, with every control at its default, and sets up
 what it needs itself (a conversation is imported, a request is made over the API), so any one
@@ -1002,3 +1003,86 @@ def test_dashboards_draw_the_machine_the_engines_and_the_requests(page: Any, lab
     else:
         assert line_points(page, "#dash-gpu-util") >= 2
     shot(page, "08-dashboards")
+
+
+# --- a LoRA adapter -----------------------------------------------------------------------
+
+
+def kept_run(lab: Any, model: str, text: str) -> dict[str, Any]:
+    """The playground's kept run of `model` whose request holds `text`, once it is written
+    (the store writes runs in batches, off the request path)."""
+    headers = {"Authorization": f"Bearer {lab.token}"}
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        r = httpx.get(f"{lab.url}/lab/runs", headers=headers, timeout=30,
+                      params={"model": model, "mode": "playground", "text": text})
+        r.raise_for_status()
+        if r.json()["data"]:
+            return r.json()["data"][0]  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"no kept run of {model} with {text!r}"
+        time.sleep(0.5)
+
+
+def test_an_adapter_is_picked_like_a_model_and_streams_its_own_text(
+        page: Any, lab: Any, tmp_path: Path) -> None:
+    """An adapter loaded at run time is offered by the picker; picked, the conversation streams
+    from it. The page's request, kept in the run store and sent again over the API, gives the
+    page's text for the adapter and another text for the base model."""
+    from tests.support.lora import make_adapter
+    from textgen import Settings, embedded
+
+    base = embedded.prepared_folder(DEFAULT_MODEL, Settings().MODEL_CACHE_DIR)
+    assert base is not None, "make model prepares the embedded model"
+    name = f"pirate-{uuid.uuid4().hex[:6]}"
+    headers = {"Authorization": f"Bearer {lab.token}"}
+    loaded = httpx.post(f"{lab.url}/v1/load_lora_adapter", headers=headers,
+                        timeout=lab.load_timeout,
+                        json={"lora_name": name, "lora_path": str(make_adapter(tmp_path / name, base))})
+    assert loaded.status_code == 200, loaded.text
+    try:
+        # A page opened now lists the adapter (the picker reads the models when it fills).
+        page.reload()
+        page.wait_for_selector("#pg-message textarea")
+        wait(page, "() => (document.querySelector('#pg-model input') || {}).value?.includes('● loaded')")
+        pick(page, "#pg-model", name)
+        wait(page, "name => document.querySelector('#pg-model input').value.startsWith(name)",
+             arg=name)
+        # The page stays in chat mode: the adapter's base is an instruction-tuned model.
+        set_slider(page, "#pg-temperature", 0)
+        set_slider(page, "#pg-max-tokens", 24)
+        page.evaluate("""() => {
+            window.replies = [];
+            new MutationObserver(() => {
+                const last = Array.from(document.querySelectorAll('#pg-chat .message.bot')).pop();
+                if (last) window.replies.push(last.innerText.trim());
+            }).observe(document.querySelector('#pg-chat'),
+                       {subtree: true, childList: true, characterData: true});
+        }""")
+        marker = uuid.uuid4().hex[:8]
+        final = send(page, f"Tell me about the sea and the wind ({marker}).")
+        assert final["status"] == "done" and final["cache"] == "MISS", final
+        shown = bubbles(page)[-1]
+        partial = [v for v in page.evaluate("window.replies") if v and v != shown]
+        assert partial, "the adapter's reply arrived in one piece instead of streaming"
+        reply = exported(page, 2)["messages"][-1]["content"]  # as written, not as rendered
+        assert reply.strip()
+
+        run_ = kept_run(lab, name, marker)
+        assert run_["status"] == "ok" and run_["text"] == reply
+
+        def again(model: str) -> str:
+            # A cache salt of its own: vLLM reuses no prefix block computed for the page's
+            # request, so the greedy text is computed the same way.
+            body = {**run_["request"], "model": model, "cache_salt": f"again-{marker}"}
+            r = httpx.post(f"{lab.url}/v1/chat/completions", json=body, timeout=300,
+                           headers={**headers, "Cache-Control": "no-store"})
+            assert r.status_code == 200, r.text
+            return str(r.json()["choices"][0]["message"]["content"])
+
+        adapted, plain = again(name), again(DEFAULT_MODEL)
+        assert adapted == run_["text"], (adapted, run_["text"])
+        assert plain != adapted  # the adapter's weights change what the model says
+        shot(page, "22-adapter")
+    finally:
+        httpx.post(f"{lab.url}/v1/unload_lora_adapter", headers=headers, timeout=60,
+                   json={"lora_name": name})
