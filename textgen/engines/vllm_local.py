@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
+async def _in_new_thread(call: Callable[[], T], *, niceness: int,
+                         orphaned: Callable[[T], None]) -> T:
     """Run `call` in a thread of its own whose nice value is `niceness` (never raised: that
     needs privileges a user lacks).
 
@@ -50,14 +51,29 @@ async def _in_new_thread(call: Callable[[], T], *, niceness: int) -> T:
     it: vLLM spawns its engine core (which spawns the workers) from the thread that builds
     `AsyncLLM`, so lowering that thread's priority lowers the engine's and nothing else of the
     lab's. A pooled thread would keep the lowered priority for unrelated work, hence a new one.
+
+    A call cannot be interrupted: when the wait for it is cancelled (the lab stops while an
+    engine starts), what it returns later is handed to `orphaned`, in its thread, to be
+    released (an engine nobody holds would keep its processes and memory).
     """
     def lower_priority() -> None:
         if niceness > os.getpriority(os.PRIO_PROCESS, 0):  # 0: this thread (Linux)
             os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
+    def release(future: Future[T]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            try:
+                orphaned(future.result())
+            except Exception:
+                log.exception("releasing what a cancelled engine start built failed")
+
     thread = ThreadPoolExecutor(1, "engine-start", initializer=lower_priority)
+    future = thread.submit(call)
     try:
-        return await asyncio.get_running_loop().run_in_executor(thread, call)
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(release)
+        raise
     finally:
         thread.shutdown(wait=False)  # never block the event loop on a start being cancelled
 
@@ -129,7 +145,7 @@ class VllmEngine:
         llm = await _in_new_thread(
             partial(AsyncLLM.from_engine_args, engine_args,
                     stat_loggers=[stat_logger(vllm_metrics)]),
-            niceness=options.niceness)
+            niceness=options.niceness, orphaned=lambda built: built.shutdown())
         request_stats.observe(llm)
         try:
             state = State()
