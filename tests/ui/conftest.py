@@ -42,8 +42,11 @@ def lab() -> Iterator[Lab]:
     # on the machine was busy: benchmarks/RESULTS.md.)
     # LoRA on (rank 8, one adapter at a time): the browser test of an adapter loads its own
     # at run time, without a second engine on these two cores.
+    # The model's whole context (8192, not the lab's default 2048): a generation the Stop tests
+    # press on runs 8000 tokens, minutes, so it outlasts any page that falls behind.
     env = {"REDIS_URL": "", "TEXT_GEN_API_TOKEN": "", "METRICS_PORT": "0",
-           "ENGINE_NICENESS": "19", "ENABLE_LORA": "true", "MAX_LORA_RANK": "8", "MAX_LORAS": "1"}
+           "ENGINE_NICENESS": "19", "ENABLE_LORA": "true", "MAX_LORA_RANK": "8", "MAX_LORAS": "1",
+           "MAX_MODEL_LEN": "8192"}
     with lab_server(env, token=token, wait_model=DEFAULT_MODEL, timeout=LOAD_TIMEOUT) as server:
         lab_process = psutil.Process(server.proc.pid)
         engine = [p for p in lab_process.children(recursive=True) if p.name().startswith("VLLM")]

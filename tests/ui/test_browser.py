@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import io
 import json
 import re
@@ -302,11 +303,16 @@ def completion_mode(page: Any) -> None:
     page.wait_for_selector("#pg-prompt textarea", state="visible")
 
 
+ENDLESS_TOKENS = 8000
+
+
 def endless(page: Any) -> None:
     """Settings under which a generation runs for minutes: greedy, past the end-of-text token,
-    1500 tokens. It cannot end before the test presses Stop."""
+    8000 tokens (the UI lab's context is 8192). It cannot end before the test presses Stop:
+    with 1500 tokens (72 s at 21 tokens/s) a full run's page showed the text and sent the
+    press only after the generation had ended (the clicks' trace)."""
     set_slider(page, "#pg-temperature", 0)
-    set_slider(page, "#pg-max-tokens", 1500)
+    set_slider(page, "#pg-max-tokens", ENDLESS_TOKENS)
     page.check("#pg-ignore-eos input")
 
 
@@ -432,16 +438,41 @@ def test_regenerate_replaces_the_last_reply_and_edit_resends_a_turn(page: Any, l
     assert int(edited["prompt tokens"]) == tokenize(lab, sent)
 
 
+def clock() -> str:
+    """Now, to the millisecond, as the lab's log writes it."""
+    return datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+
+
+def watch_text(page: Any, expression: str) -> None:
+    """Keep, in the page, when the length of the text `expression` reads changed (window.grew:
+    [time, length] pairs), checked ten times a second: a Stop that came late is then placed
+    against what the page showed, and when."""
+    page.evaluate("""expression => {
+        const read = new Function(`return (${expression})()`);
+        window.grew = [];
+        let last = -1;
+        window.growing = setInterval(() => {
+            const length = (read() || '').length;
+            if (length !== last) {
+                last = length;
+                window.grew.push([new Date().toISOString().slice(11, 23), length]);
+            }
+        }, 100);
+    }""", expression)
+
+
 def traced_click(page: Any, selector: str) -> Callable[[], str]:
-    """Click `selector`, keeping what became of the click: the element the browser delivered it
-    to, and the lab requests the page sent from then on. A press the lab never logged is then
-    placed: never delivered, delivered elsewhere, or sent and lost on the way."""
+    """Click `selector`, keeping what became of the click: when the test clicked, the element
+    the browser delivered it to and when, the lab requests the page sent from then on, and
+    (with `watch_text` before) how the page's text grew. A press the lab never logged, or
+    logged late, is then placed: never delivered, delivered elsewhere, sent late, or clicked
+    late because the page showed the text late."""
     sent: list[str] = []
 
     def on_request(request: Any) -> None:
         if "/gradio_api/" in request.url and request.method == "POST":
-            sent.append(f"{time.strftime('%H:%M:%S')} {request.url.split('/gradio_api/')[-1]} "
-                        f"{(request.post_data or '')[:160]}")
+            sent.append(f"{clock()} {request.url.split('/gradio_api/')[-1]} "
+                        f"{(request.post_data or '')[:100]}")
 
     page.on("request", on_request)
     page.evaluate("""() => {
@@ -450,11 +481,24 @@ def traced_click(page: Any, selector: str) -> Callable[[], str]:
             `${new Date().toISOString().slice(11, 23)} ${e.target.tagName}#${e.target.id} `
             + `in button#${e.target.closest('button')?.id}`), {capture: true});
     }""")
+    at = clock()
     page.click(selector)
 
     def evidence() -> str:
         page.remove_listener("request", on_request)
-        return f"clicks: {page.evaluate('window.clicked')}; lab requests since: {sent}"
+        grew = page.evaluate("window.grew || []")
+        shown = grew[:3] + (["..."] if len(grew) > 6 else []) + grew[max(3, len(grew) - 3):]
+        text = (f"the test clicked at {at} (UTC); the page got it: {page.evaluate('window.clicked')}; "
+                f"the page's text grew: {shown}; lab requests since: {sent}")
+        # pytest cuts the middle of a long assertion message; the report's stdout is whole.
+        print("Stop's click:", text)
+        # Every trace is kept, a passing one's too: how far the page was behind the engine
+        # when the test pressed shows there before it makes a test fail.
+        with (ARTIFACTS / "stop-clicks.txt").open("a") as out:
+            out.write(f"{selector}: {text}\n")
+        return text
+
+    return evidence
 
     return evidence
 
@@ -469,14 +513,17 @@ def test_stop_ends_a_reply_midway_and_keeps_what_came(page: Any, lab: Any) -> No
     endless(page)
     page.fill("#pg-message textarea", "Count from one to a thousand in words.")
     page.evaluate("() => document.querySelector('#pg-figures .figures').dataset.stale = '1'")
+    watch_text(page, "() => Array.from(document.querySelectorAll('#pg-chat .message.bot')).pop()"
+                     "?.innerText")
     page.click("#pg-send")
-    # Some of the reply has shown, and the generation (1500 tokens, minutes) is still running.
+    # Some of the reply has shown, and the generation (minutes long) is still running.
     wait(page, "() => (Array.from(document.querySelectorAll('#pg-chat .message.bot')).pop()"
                "?.innerText || '').trim().length >= 20")
     assert not page.locator("#pg-chat-stop").is_disabled()  # never disabled: streaming.buttons
     clicked = traced_click(page, "#pg-chat-stop")
     status = wait_status(page, "#pg-figures", "stopped", "done", "error")
-    assert status.startswith("stopped"), (status, stop_log(lab), clicked())
+    trace = clicked()
+    assert status.startswith("stopped"), (status, trace, stop_log(lab))
     wait(page, "() => !document.querySelector('#pg-send').disabled")
     reply = bubbles(page)[-1]
     assert len(reply) >= 20  # what came before Stop stays
@@ -629,15 +676,17 @@ def test_stop_aborts_a_long_generation(page: Any, lab: Any) -> None:
     endless(page)
     page.fill("#pg-prompt textarea", "1, 2, 3, 4, 5, 6, 7, 8,")
     page.evaluate("() => document.querySelector('#pg-figures .figures').dataset.stale = '1'")
+    watch_text(page, "() => document.querySelector('#pg-output textarea').value")
     page.click("#pg-generate")
-    # Some text has shown, and the generation (1500 tokens, minutes) is still running.
+    # Some text has shown, and the generation (minutes long) is still running.
     wait(page, "() => document.querySelector('#pg-output textarea').value.trim().length >= 10")
     assert not page.locator("#pg-stop").is_disabled(), figures(page, "#pg-figures")
     clicked = traced_click(page, "#pg-stop")
     status = wait_status(page, "#pg-figures", "stopped", "done", "error")
     # A failure says where the press landed: before, during or after the page's generation,
     # and what the page did with the click.
-    assert status.startswith("stopped"), (status, stop_log(lab), clicked())
+    trace = clicked()
+    assert status.startswith("stopped"), (status, trace, stop_log(lab))
     wait(page, "() => !document.querySelector('#pg-generate').disabled")
     stopped_at = page.input_value("#pg-output textarea")
     assert len(stopped_at.strip()) >= 10  # what came before Stop stays
@@ -804,8 +853,8 @@ def test_a_second_page_is_refused_while_a_sweep_runs(page: Any, lab: Any, browse
         other.context.close()
     clicked = traced_click(page, "#bench-stop")
     wait(page, "() => document.querySelector('#bench-progress').innerText.startsWith('Sweep')")
-    assert page.inner_text("#bench-progress").startswith("Sweep stopped"), (stop_log(lab),
-                                                                           clicked())
+    trace = clicked()
+    assert page.inner_text("#bench-progress").startswith("Sweep stopped"), (trace, stop_log(lab))
 
 
 # The History table's text: the newest run's first, so `indexOf` finds the newest run's row.
