@@ -178,9 +178,13 @@ class Settings(BaseSettings):
     VLLM_CPU_KVCACHE_SPACE: int = Field(1, description="GB of KV cache for vLLM on a CPU.")
     ENGINE_NICENESS: int = Field(
         0, ge=0, le=19,
-        description="CPU priority (nice) of in-process engines' processes, 0-19: on a CPU-only "
-                    "box shared with a browser, 19 keeps the lab's pages and API responsive while "
-                    "the engine takes the cores that are left.",
+        description="CPU priority (nice) of in-process engines' processes, 0-19: 19 keeps the "
+                    "lab's web server and API responsive while the engine takes the cores that "
+                    "are left. Linux orders nice values within a session (autogroups, on in most "
+                    "distributions): a browser started from another session still competes with "
+                    "the whole lab as an equal. To keep such a browser responsive on a CPU-only "
+                    "box, start the lab in a session of its own at a lower group priority "
+                    "(`setsid sh -c 'echo 19 > /proc/self/autogroup; exec textgen serve'`).",
     )
     ENABLE_LORA: bool = Field(
         False,
